@@ -1,0 +1,56 @@
+# stockops: the front door. `make help` lists the targets; CI runs `make test` like a person does.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help install run test check export lint format lab clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	@if git rev-parse --git-dir >/dev/null 2>&1; then git config --local include.path ../.gitconfig; fi
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install stockops (editable) with the dev tools, pinned by constraints.txt
+
+run: $(STAMP) ## ingest the bundled prices into the store and print its status
+	$(BIN)/stockops ingest
+	$(BIN)/stockops status
+
+test: $(STAMP) check ## check notebooks and package are in sync, run the notebooks' tests (nbdev-test) and pytest
+	$(BIN)/nbdev-test --n-workers 2
+	$(BIN)/pytest -q
+
+check: $(STAMP) ## fail when pyproject.toml lacks [tool.nbdev] or nbdev-export would change stockops/
+	@$(BIN)/python -c 'import sys, tomllib; nbdev = tomllib.load(open("pyproject.toml", "rb")).get("tool", {}).get("nbdev"); \
+	    sys.exit(None if nbdev and "tags" in nbdev.get("allowed_cell_metadata_keys", []) else \
+	    "pyproject.toml lacks [tool.nbdev] with allowed_cell_metadata_keys = [\"tags\"] (papermill needs the parameters tag)")'
+	@before=$$(mktemp -d) && cp -r stockops "$$before/" && $(BIN)/nbdev-export && \
+	    if ! diff -r -x __pycache__ "$$before/stockops" stockops; then \
+	        echo "nbdev-export changed stockops/: the notebooks and the package were out of sync; commit the exported files"; \
+	        rm -rf "$$before"; exit 1; fi; rm -rf "$$before"; echo "notebooks and stockops/ are in sync"
+
+export: $(STAMP) ## export the notebooks in nbs/ to the stockops package
+	$(BIN)/nbdev-export
+
+lint: $(STAMP) ## ruff lint and format check (notebooks, tests, flows)
+	$(BIN)/ruff check nbs tests flows
+	$(BIN)/ruff format --check nbs tests flows
+
+format: $(STAMP) ## ruff format, clean notebooks, export
+	$(BIN)/ruff format nbs tests flows
+	$(BIN)/nbdev-clean
+	$(BIN)/nbdev-export
+
+lab: $(STAMP) ## JupyterLab on the workspace (127.0.0.1:8888)
+	$(BIN)/jupyter lab --no-browser --ip 127.0.0.1 --port 8888 --notebook-dir .
+
+clean: ## remove the workspace state (data/, reports/ outputs); keeps .venv
+	rm -rf data && find reports -mindepth 1 ! -name README.md -exec rm -rf {} +
