@@ -1,0 +1,124 @@
+"""The `stockops` command as a user runs it: real processes, real bundled data, an isolated workspace."""
+
+import json
+import re
+
+import pandas as pd
+import pytest
+
+from stockops.prices import SAMPLE_INDICES, SAMPLE_STOCKS
+
+ALL = list(SAMPLE_STOCKS) + list(SAMPLE_INDICES)
+BUNDLED_ROWS = {"AAPL": 3270, "MSFT": 3270, "IBM": 3270, "GOOG": 2148, "FB": 196, "^GSPC": 5031, "^IXIC": 5031}
+
+
+def stored(workspace):
+    return {p.name: p.read_bytes() for p in sorted((workspace.data / "prices").glob("*.parquet"))}
+
+
+@pytest.mark.parametrize("command", [[], ["config"], ["ingest"], ["status"]])
+def test_help_on_every_command(workspace, command):
+    result = workspace.run(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "Usage: stockops" in result.stdout
+    assert not workspace.data.exists()
+
+
+def test_ingest_bundled_data_twice_gives_identical_rows(workspace):
+    first = workspace.run("ingest")
+    assert first.returncode == 0, first.stderr
+    files = stored(workspace)
+    assert sorted(files) == sorted(f"{t}.parquet" for t in ALL)
+    for ticker, rows in BUNDLED_ROWS.items():
+        assert len(pd.read_parquet(workspace.data / "prices" / f"{ticker}.parquet")) == rows
+    assert "suspected split on 2005-02-28" in first.stdout  # AAPL's 2:1 split, found by the health checks
+    assert "suspected split on 2003-02-18" in first.stdout  # MSFT's
+
+    again = workspace.run("ingest", "--refresh")
+    assert again.returncode == 0, again.stderr
+    assert stored(workspace) == files  # byte-identical: unchanged rows keep their fetched_at
+    report = json.loads(sorted((workspace.reports / "ingest").glob("*.json"))[-1].read_text())
+    assert {t["ticker"]: (t["inserted"], t["updated"], t["unchanged"]) for t in report["tickers"]} == {
+        t: (0, 0, rows) for t, rows in BUNDLED_ROWS.items()
+    }
+
+    status = workspace.run("status", "--json")
+    assert status.returncode == 0, status.stderr
+    rows = {row["ticker"]: row for row in json.loads(status.stdout)}
+    assert {t: rows[t]["rows"] for t in ALL} == BUNDLED_ROWS
+    assert rows["AAPL"]["first_date"] == "2000-03-01" and rows["AAPL"]["last_date"] == "2013-03-01"
+    assert rows["AAPL"]["health"] == "warnings" and rows["IBM"]["health"] == "ok"
+
+
+def test_incremental_ingest_fetches_only_new_days(workspace):
+    assert workspace.run("ingest", "--tickers", "AAPL", "--end", "2012-12-31").returncode == 0
+    result = workspace.run("ingest", "--tickers", "AAPL")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(sorted((workspace.reports / "ingest").glob("*.json"))[-1].read_text())
+    line = report["tickers"][0]
+    assert (line["requested_from"], line["fetched"], line["inserted"], line["rows"]) == ("2013-01-01", 41, 41, 3270)
+    log = [json.loads(x) for x in (workspace.data / "ingest_log.jsonl").read_text().splitlines()]
+    assert [entry["inserted"] for entry in log] == [3229, 41]
+
+
+def test_status_of_an_empty_store(workspace):
+    result = workspace.run("status")
+    assert result.returncode == 0
+    assert "is empty" in result.stdout
+
+
+def test_config_shows_origins(workspace):
+    result = workspace.run("config", extra_env={"STOCKOPS_HORIZONS": "5,1"})
+    assert result.returncode == 0, result.stderr
+    line = next(line for line in result.stdout.splitlines() if "horizons" in line)
+    assert "1, 5" in line and "env STOCKOPS_HORIZONS" in line
+    assert re.search(r"source\s+.*sample\s+.*settings\.ini", result.stdout)
+
+
+BAD_INPUT = [
+    (["ingest", "--tickers", "../x"], "invalid ticker '../x'"),
+    (["ingest", "--tickers", "AA PL"], "invalid ticker 'AA PL'"),
+    (["ingest", "--tickers", "AAPL;rm -rf"], "invalid ticker"),
+    (["ingest", "--tickers", "A" * 40], "invalid ticker"),
+    (["ingest", "--tickers", "TSLA"], "not in the bundled sample: TSLA"),
+    (["ingest", "--source", "bloomberg"], "unknown source 'bloomberg'"),
+    (["ingest", "--source", "csv"], "needs a file"),
+    (["ingest", "--source", "csv", "--path", "missing.csv", "--tickers", "AAPL"], "no such file"),
+    (["ingest", "--start", "2013-02-01", "--end", "2013-01-01"], "after end"),
+    (["ingest", "--start", "yesterday"], "start must be a date"),
+    (["ingest", "--frobnicate"], "No such option"),
+]
+
+
+@pytest.mark.parametrize("arguments,message", BAD_INPUT, ids=[" ".join(a) for a, _ in BAD_INPUT])
+def test_bad_input_exits_2_and_writes_nothing(workspace, arguments, message):
+    before = workspace.files()
+    result = workspace.run(*arguments)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert message in result.stderr
+    assert workspace.files() == before
+
+
+def test_bad_settings_exit_2_naming_key_and_origin(workspace):
+    result = workspace.run("status", extra_env={"STOCKOPS_HORIZONS": "0"})
+    assert result.returncode == 2
+    assert "env STOCKOPS_HORIZONS: horizons = '0'" in result.stderr
+    (workspace.root / "settings.ini").write_text("[stockops]\nhistory_start = last tuesday\n")
+    result = workspace.run("ingest")
+    assert result.returncode == 2
+    assert f"{workspace.root / 'settings.ini'} [stockops]: history_start = 'last tuesday'" in result.stderr
+    assert not workspace.data.exists()
+
+
+def test_yahoo_unreachable_exits_1_within_60s_and_leaves_store_untouched(workspace):
+    assert workspace.run("ingest", "--tickers", "AAPL,MSFT").returncode == 0
+    before = workspace.files()
+    # real yfinance, with the network closed: every request goes to a proxy port nobody listens on
+    closed = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": ""}
+    result = workspace.run("ingest", "--source", "yahoo", "--tickers", "AAPL,MSFT", "--refresh", extra_env=closed)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert result.seconds < 60
+    assert "Yahoo Finance returned no data for AAPL, MSFT after 3 attempt(s)" in result.stderr
+    assert "the store was not changed" in result.stderr
+    assert "possibly delisted" not in result.stderr.split("last error:")[1].split(")")[0]  # the real cause is named
+    assert workspace.files() == before
