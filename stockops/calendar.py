@@ -57,5 +57,13 @@ def add_trading_days(code: str, day: dt.date | str, count: int) -> pd.Timestamp:
     "The session `count` trading days after (or before, if negative) session-or-date `day`."
     calendar = exchange_calendar(code)
     day = pd.Timestamp(day).normalize()
-    base = day if calendar.is_session(day) else (calendar.date_to_session(day, direction="previous") if count > 0 else calendar.date_to_session(day, direction="next"))
+    base = (
+        day
+        if calendar.is_session(day)
+        else (
+            calendar.date_to_session(day, direction="previous")
+            if count > 0
+            else calendar.date_to_session(day, direction="next")
+        )
+    )
     return calendar.session_offset(base, count)

@@ -5,7 +5,6 @@
 # %% ../nbs/80_cli.ipynb #07dcda7a
 from __future__ import annotations
 
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -80,12 +79,20 @@ def config():
 # %% ../nbs/80_cli.ipynb #19412ec4
 @app.command()
 def ingest(
-    source: Annotated[str | None, typer.Option(help="sample (bundled, offline), yahoo (live) or csv (--path). Default: settings.")] = None,
-    tickers: Annotated[str | None, typer.Option(help="comma-separated, e.g. AAPL,MSFT. Default: universe + indices; csv: the file's.")] = None,
+    source: Annotated[
+        str | None, typer.Option(help="sample (bundled, offline), yahoo (live) or csv (--path). Default: settings.")
+    ] = None,
+    tickers: Annotated[
+        str | None, typer.Option(help="comma-separated, e.g. AAPL,MSFT. Default: universe + indices; csv: the file's.")
+    ] = None,
     path: Annotated[Path | None, typer.Option(help="the CSV file, for --source csv")] = None,
-    start: Annotated[str | None, typer.Option(help="first date, YYYY-MM-DD. Default: after the last stored date")] = None,
+    start: Annotated[
+        str | None, typer.Option(help="first date, YYYY-MM-DD. Default: after the last stored date")
+    ] = None,
     end: Annotated[str | None, typer.Option(help="last date (inclusive), YYYY-MM-DD. Default: all available")] = None,
-    refresh: Annotated[bool, typer.Option("--refresh", help="re-fetch from --start (or history_start) even where data is stored")] = False,
+    refresh: Annotated[
+        bool, typer.Option("--refresh", help="re-fetch from --start (or history_start) even where data is stored")
+    ] = False,
 ):
     "Fetch daily prices, run the health checks, upsert good rows into the store and report per ticker."
     with _exit_codes():
@@ -103,7 +110,22 @@ def ingest(
                 bar.update(task, description=message, completed=done, total=total)
 
             report = ingesting.ingest(source, tickers, path, start, end, refresh, settings=settings, progress=advance)
-        table = report.table()[["ticker", "fetched", "inserted", "updated", "unchanged", "rejected", "missing_days", "warnings", "rows", "first_date", "last_date", "status"]]
+        table = report.table()[
+            [
+                "ticker",
+                "fetched",
+                "inserted",
+                "updated",
+                "unchanged",
+                "rejected",
+                "missing_days",
+                "warnings",
+                "rows",
+                "first_date",
+                "last_date",
+                "status",
+            ]
+        ]
         console = Console(width=160)
         console.print(_table(table, title=f"ingest from {report.source}"))
         for health in report.health:
@@ -112,7 +134,10 @@ def ingest(
             for warning in health["warnings"]:
                 console.print(f"  {health['ticker']}: {warning}", highlight=False)
             if health["missing_days"]:
-                console.print(f"  {health['ticker']}: {health['missing_days']} trading day(s) missing, first {', '.join(health['missing_days_first'][:3])}", highlight=False)
+                console.print(
+                    f"  {health['ticker']}: {health['missing_days']} trading day(s) missing, first {', '.join(health['missing_days_first'][:3])}",
+                    highlight=False,
+                )
         console.print(f"health report: {report.report_path}", highlight=False)
 
 

@@ -169,15 +169,28 @@ def ingest(
             if plan[ticker] is not None:
                 bars = bars[bars["date"].isna() | (bars["date"] >= pd.Timestamp(plan[ticker]))]
             line.fetched = len(bars)
-            previous = store.load(ticker, end=None if plan[ticker] is None else plan[ticker] - dt.timedelta(days=1)).tail(1)
-            health: HealthReport = check_bars(bars, calendar_name(ticker, settings), previous if len(previous) else None)
+            previous = store.load(
+                ticker, end=None if plan[ticker] is None else plan[ticker] - dt.timedelta(days=1)
+            ).tail(1)
+            health: HealthReport = check_bars(
+                bars, calendar_name(ticker, settings), previous if len(previous) else None
+            )
             health.ticker = ticker
             if len(health.good):
                 result = store.upsert(health.good)
-                line.inserted, line.updated, line.unchanged, line.rows = result.inserted, result.updated, result.unchanged, result.rows
+                line.inserted, line.updated, line.unchanged, line.rows = (
+                    result.inserted,
+                    result.updated,
+                    result.unchanged,
+                    result.rows,
+                )
             else:
                 line.rows = len(store.load(ticker))
-            line.rejected, line.missing_days, line.warnings = len(health.rejected), len(health.missing_days), len(health.warnings)
+            line.rejected, line.missing_days, line.warnings = (
+                len(health.rejected),
+                len(health.missing_days),
+                len(health.warnings),
+            )
             line.status = health.status if line.fetched else "up to date"
             report.health.append(health.summary())
         stored = store.load(ticker)
@@ -188,8 +201,19 @@ def ingest(
             progress(f"stored {ticker}", len(report.tickers), len(tickers))
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     report.report_path = settings.reports_dir / "ingest" / f"{stamp}-{source_name}.json"
-    _write_json_atomic(report.report_path, {"source": source_name, "started_at": str(started), "tickers": [asdict(t) for t in report.tickers], "health": report.health})
-    _append_lines(settings.data_dir / "ingest_log.jsonl", [{"ingested_at": str(started), **asdict(t), "report": str(report.report_path)} for t in report.tickers])
+    _write_json_atomic(
+        report.report_path,
+        {
+            "source": source_name,
+            "started_at": str(started),
+            "tickers": [asdict(t) for t in report.tickers],
+            "health": report.health,
+        },
+    )
+    _append_lines(
+        settings.data_dir / "ingest_log.jsonl",
+        [{"ingested_at": str(started), **asdict(t), "report": str(report.report_path)} for t in report.tickers],
+    )
     return report
 
 # %% ../nbs/13_ingest.ipynb #b1010d44
@@ -199,7 +223,18 @@ def store_status(settings: Settings | None = None) -> pd.DataFrame:
 
     settings = settings or load_settings()
     store = PriceStore.from_settings(settings)
-    columns = ["ticker", "first_date", "last_date", "rows", "sources", "last_ingest", "health", "rejected", "missing_days", "warnings"]
+    columns = [
+        "ticker",
+        "first_date",
+        "last_date",
+        "rows",
+        "sources",
+        "last_ingest",
+        "health",
+        "rejected",
+        "missing_days",
+        "warnings",
+    ]
     if not store.tickers():
         return pd.DataFrame(columns=columns)
     import duckdb

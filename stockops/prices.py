@@ -98,13 +98,18 @@ class SampleSource:
     name = "sample"
     tickers = SAMPLE_STOCKS + tuple(SAMPLE_INDICES)
 
-    def fetch(self, tickers: Iterable[str], start: dt.date | None = None, end: dt.date | None = None) -> dict[str, pd.DataFrame]:
+    def fetch(
+        self, tickers: Iterable[str], start: dt.date | None = None, end: dt.date | None = None
+    ) -> dict[str, pd.DataFrame]:
         tickers = [validate_ticker(ticker) for ticker in tickers]
         unknown = [ticker for ticker in tickers if ticker not in self.tickers]
         if unknown:
             raise BadInput(f"not in the bundled sample: {', '.join(unknown)}; it has {', '.join(self.tickers)}")
         fetched_at = utc_now()
-        return {ticker: _clip(make_bars(_load_sample(ticker), ticker, self.name, fetched_at), start, end) for ticker in tickers}
+        return {
+            ticker: _clip(make_bars(_load_sample(ticker), ticker, self.name, fetched_at), start, end)
+            for ticker in tickers
+        }
 
 # %% ../nbs/10_prices.ipynb #18cbc149
 class _YahooLog(logging.Handler):
@@ -145,7 +150,10 @@ def yahoo_frame_to_bars(frame: pd.DataFrame, tickers: list[str], fetched_at: pd.
         return {}
     if isinstance(frame.columns, pd.MultiIndex):
         level = "Ticker" if "Ticker" in frame.columns.names else 1
-        per_ticker = {str(key).upper(): frame.xs(key, axis=1, level=level) for key in frame.columns.get_level_values(level).unique()}
+        per_ticker = {
+            str(key).upper(): frame.xs(key, axis=1, level=level)
+            for key in frame.columns.get_level_values(level).unique()
+        }
     else:
         per_ticker = {tickers[0]: frame} if len(tickers) == 1 else {}
     result = {}
@@ -200,7 +208,9 @@ class YahooSource:
         self.last_log = log.messages
         return frame
 
-    def fetch(self, tickers: Iterable[str], start: dt.date | None = None, end: dt.date | None = None) -> dict[str, pd.DataFrame]:
+    def fetch(
+        self, tickers: Iterable[str], start: dt.date | None = None, end: dt.date | None = None
+    ) -> dict[str, pd.DataFrame]:
         tickers = [validate_ticker(ticker) for ticker in tickers]
         started, result, last_error, attempt = time.monotonic(), {}, "", 0
         missing = list(tickers)
@@ -336,7 +346,9 @@ class CsvSource:
     def __init__(self, path: Path | str):
         self.path = Path(path)
 
-    def fetch(self, tickers: Iterable[str] | None = None, start: dt.date | None = None, end: dt.date | None = None) -> dict[str, pd.DataFrame]:
+    def fetch(
+        self, tickers: Iterable[str] | None = None, start: dt.date | None = None, end: dt.date | None = None
+    ) -> dict[str, pd.DataFrame]:
         tickers = list(tickers or [])
         if len(tickers) > 1:
             found = read_price_csv(self.path)
@@ -347,7 +359,9 @@ class CsvSource:
         else:
             found = read_price_csv(self.path, tickers[0] if tickers else None)
         fetched_at = utc_now()
-        return {t: _clip(make_bars(frame, t, f"csv:{self.path.name}", fetched_at), start, end) for t, frame in found.items()}
+        return {
+            t: _clip(make_bars(frame, t, f"csv:{self.path.name}", fetched_at), start, end) for t, frame in found.items()
+        }
 
 # %% ../nbs/10_prices.ipynb #90502f39
 def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
@@ -444,7 +458,9 @@ class PriceStore:
         same = _same_values(overlap_old.reset_index(), overlap_new.reset_index())
         replaced = overlap_old.index[~same]
         fresh = incoming.index.difference(old["date"])
-        result = UpsertResult(ticker, inserted=len(fresh), updated=len(replaced), unchanged=int(same.sum()), rows=len(old) + len(fresh))
+        result = UpsertResult(
+            ticker, inserted=len(fresh), updated=len(replaced), unchanged=int(same.sum()), rows=len(old) + len(fresh)
+        )
         if result.changed:
             keep = old[~old["date"].isin(replaced)]
             changed = incoming.loc[fresh.union(replaced)].reset_index()

@@ -53,16 +53,32 @@ def test_yahoo_export_with_damaged_rows_keeps_the_good_ones(workspace, february)
 
 VARIANTS = {
     "lowercase, spaced, no Adj Close": lambda bars: pd.DataFrame(
-        {" date ": bars["date"].dt.strftime("%Y-%m-%d"), "CLOSE ": bars["close"], "Open": bars["open"],
-         "HIGH": bars["high"], "low": bars["low"], "Volume": bars["volume"]}),  # fmt: skip
+        {
+            " date ": bars["date"].dt.strftime("%Y-%m-%d"),
+            "CLOSE ": bars["close"],
+            "Open": bars["open"],
+            "HIGH": bars["high"],
+            "low": bars["low"],
+            "Volume": bars["volume"],
+        }
+    ),  # fmt: skip
     "US dates, dollars, thousands separators": lambda bars: pd.DataFrame(
-        {"Date": bars["date"].dt.strftime("%m/%d/%Y"), "Close/Last": bars["close"].map("${:,.4f}".format),
-         "Adj. Close": bars["adj_close"], "Volume": bars["volume"].map("{:,.0f}".format),
-         "Open": bars["open"], "High": bars["high"], "Low": bars["low"]}),  # fmt: skip
+        {
+            "Date": bars["date"].dt.strftime("%m/%d/%Y"),
+            "Close/Last": bars["close"].map("${:,.4f}".format),
+            "Adj. Close": bars["adj_close"],
+            "Volume": bars["volume"].map("{:,.0f}".format),
+            "Open": bars["open"],
+            "High": bars["high"],
+            "Low": bars["low"],
+        }
+    ),  # fmt: skip
     "tz-aware timestamps": lambda bars: yahoo_export(bars).assign(
-        Date=bars["date"].dt.tz_localize("America/New_York").dt.strftime("%Y-%m-%d %H:%M:%S%z")),
+        Date=bars["date"].dt.tz_localize("America/New_York").dt.strftime("%Y-%m-%d %H:%M:%S%z")
+    ),
     "ticker column, several tickers": lambda bars: pd.concat(
-        [yahoo_export(bars).assign(Symbol="MSFT"), yahoo_export(bars).assign(Symbol="OTHER")]),
+        [yahoo_export(bars).assign(Symbol="MSFT"), yahoo_export(bars).assign(Symbol="OTHER")]
+    ),
 }
 
 

@@ -75,7 +75,11 @@ def test_one_ticker_missing_fails_the_ingest_and_writes_nothing(settings, pauses
     with pytest.raises(SourceUnavailable, match="no data for MSFT after 3 attempt"):
         ingest("yahoo", "AAPL,MSFT", start="2013-01-02", end="2013-01-31", settings=settings, download=yahoo)
     assert pauses == [1.0, 2.0]
-    assert [c["tickers"] for c in yahoo.calls] == [["AAPL", "MSFT"], ["MSFT"], ["MSFT"]]  # only the missing one is retried
+    assert [c["tickers"] for c in yahoo.calls] == [
+        ["AAPL", "MSFT"],
+        ["MSFT"],
+        ["MSFT"],
+    ]  # only the missing one is retried
     assert not settings.data_dir.exists() and not settings.reports_dir.exists()
 
 
