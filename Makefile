@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run test check export lint format lab clean
+.PHONY: help install run test check export lint format bench lab clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-8s %s\n", $$1, $$2}'
@@ -20,8 +20,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP) ## create .venv and install stockops (editable) with the dev tools, pinned by constraints.txt
 
-run: $(STAMP) ## ingest the bundled prices into the store and print its status
+run: $(STAMP) ## on the bundled data: ingest, train (MLflow, gated champion), forecast, print the store's status
 	$(BIN)/stockops ingest
+	$(BIN)/stockops train
+	$(BIN)/stockops forecast
 	$(BIN)/stockops status
 
 test: $(STAMP) check ## check notebooks and package are in sync, run the notebooks' tests (nbdev-test) and pytest
@@ -41,13 +43,16 @@ export: $(STAMP) ## export the notebooks in nbs/ to the stockops package
 	$(BIN)/nbdev-export
 
 lint: $(STAMP) ## ruff lint and format check (notebooks, tests, flows)
-	$(BIN)/ruff check nbs tests flows
-	$(BIN)/ruff format --check nbs tests flows
+	$(BIN)/ruff check nbs tests flows bench
+	$(BIN)/ruff format --check nbs tests flows bench
 
 format: $(STAMP) ## ruff format, clean notebooks, export
-	$(BIN)/ruff format nbs tests flows
+	$(BIN)/ruff format nbs tests flows bench
 	$(BIN)/nbdev-clean
 	$(BIN)/nbdev-export
+
+bench: $(STAMP) ## benchmarks: the full first training of the bundled universe (target under 3 minutes)
+	$(BIN)/python bench/train.py
 
 lab: $(STAMP) ## JupyterLab on the workspace (127.0.0.1:8888)
 	$(BIN)/jupyter lab --no-browser --ip 127.0.0.1 --port 8888 --notebook-dir .
