@@ -91,6 +91,10 @@ def test_retraining_the_same_specification_refreshes_the_champion(trained):
     assert result.returncode == 0, result.stderr
     assert "refresh: same specification" in result.stdout
     assert str(client(trained).get_model_version_by_alias("stockops-fb", "champion").version) == "2"
+    rerun = trained.run("train", "--tickers", "FB", "--experiment", "drift_only.toml", timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "FB: up to date: champion v2 was trained as of 2013-03-01 with this experiment" in rerun.stdout
+    assert len(client(trained).search_model_versions("name='stockops-fb'")) == 2  # the rerun registered nothing
     shown = trained.run("models", "FB")
     assert shown.returncode == 0, shown.stderr
     assert "stockops-fb champion: v2" in shown.stdout and "promotion history" in shown.stdout
