@@ -8,7 +8,7 @@ from prefect import flow, get_run_logger
 
 from stockops.config import load_settings, parse_tickers
 from stockops.orchestrate import runbook
-from stockops.pipeline import resolve_as_of
+from stockops.pipeline import relocate_run, resolve_as_of
 from stockops.prices import write_json_atomic
 
 
@@ -23,6 +23,7 @@ def daily(as_of: str = "", tickers: str = "", source: str = "sample", path: str 
     etl = runbook.with_options(retries=2, retry_delay_seconds=20) if source == "yahoo" else runbook
     runs = [etl("etl_prices", {"as_of": as_of, "tickers": to_ingest, "source": source, "path": path}, overrides, "daily")]
     day = resolve_as_of(settings, as_of, symbols)
+    runs[0] = relocate_run(runs[0], settings, day)  # an ETL "up to today" belongs with the day it loaded
     runs.append(runbook("report_drift", {"as_of": day, "tickers": ",".join(symbols)}, overrides, "daily"))
     decisions = runs[-1]["result"]["tickers"]
     retrain = [ticker for ticker, decision in decisions.items() if decision["retrain"]]

@@ -1,0 +1,111 @@
+"""The daily flow through Prefect (test harness) and papermill on the bundled data: executed notebooks with their
+injected parameters, results, MLflow runs and artifacts, drift reports, forecasts; a failing runbook fails the flow
+with a failure record."""
+
+import json
+import os
+import shutil
+
+import mlflow
+import nbformat
+import pandas as pd
+import pytest
+from conftest import REPO, Workspace
+
+from stockops.config import load_settings
+
+
+@pytest.fixture(scope="module")
+def harness():
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="module")
+def space(tmp_path_factory, harness):
+    root = tmp_path_factory.mktemp("flows")
+    shutil.copy(REPO / "settings.ini", root / "settings.ini")
+    shutil.copytree(REPO / "experiments", root / "experiments")
+    settings = load_settings(root / "settings.ini", env={}).replace(
+        runbooks_dir=REPO / "nbs" / "runbooks", flows_dir=REPO / "flows"
+    )
+    return Workspace(root, dict(os.environ)), settings
+
+
+def injected(notebook: str) -> str:
+    cells = nbformat.read(notebook, as_version=4).cells
+    return next(cell.source for cell in cells if "injected-parameters" in cell.metadata.get("tags", []))
+
+
+def test_daily_flow_runs_the_runbooks_and_leaves_the_audit_trail(space):
+    workspace, settings = space
+    from stockops.pipeline import load_flow
+
+    daily = load_flow(settings, "daily")
+    first = daily(as_of="2012-12-31", tickers="IBM", overrides=settings.overrides(), return_state=True)
+    assert first.is_completed(), first.message
+    summary = first.result()
+    assert summary["retrained"] == ["IBM"]  # no champion yet: the policy says train
+    folder = settings.reports_dir / "daily" / "2012-12-31"
+    names = sorted(p.name for p in folder.glob("*.ipynb"))
+    assert names == ["etl_prices.ipynb", "forecast_prices.ipynb", "report_drift.ipynb", "train_forecaster-IBM.ipynb"]
+    assert 'as_of = "2012-12-31"' in injected(str(folder / "train_forecaster-IBM.ipynb"))
+    assert 'ticker = "IBM"' in injected(str(folder / "train_forecaster-IBM.ipynb"))
+    trained = json.loads((folder / "train_forecaster-IBM.json").read_text())
+    assert (trained["promoted"], trained["champion"]) == (True, "1")
+
+    second = daily(as_of="2013-01-31", tickers="IBM", overrides=settings.overrides(), return_state=True)
+    assert second.is_completed(), second.message
+    decision = second.result()["decisions"]["IBM"]
+    assert decision["retrain"] is False and decision["champion_version"] == "1"
+    assert decision["live"][0]["n"] >= 1  # the 2012-12-31 forecasts were realised and scored
+    html = settings.reports_dir / "drift" / "2013-01-31" / "IBM.html"
+    assert html.is_file() and html.stat().st_size > 10_000
+    log = pd.read_parquet(settings.data_dir / "predictions" / "IBM.parquet")
+    assert sorted(log["as_of"].dt.strftime("%Y-%m-%d").unique()) == ["2012-12-31", "2013-01-31"]
+
+    client = mlflow.MlflowClient(settings.tracking_uri)
+    runs = client.search_runs(
+        [client.get_experiment_by_name("stockops").experiment_id], "tags.`stockops.kind` = 'runbook'", max_results=50
+    )
+    assert len(runs) == 7  # 4 runbooks the first day, 3 the second
+    artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id, "runbook")}
+    assert any(path.endswith(".ipynb") for path in artifacts) and any(path.endswith(".json") for path in artifacts)
+    assert {"as_of", "tickers"} <= set(runs[0].data.params)
+
+
+def test_a_failing_runbook_fails_the_flow_with_a_failure_record(space):
+    workspace, settings = space
+    from stockops.pipeline import load_flow
+
+    daily = load_flow(settings, "daily")
+    state = daily(as_of="2013-02-01", tickers="IBM", source="csv", path="/nonexistent/prices.csv",
+                  overrides=settings.overrides(), return_state=True)  # fmt: skip
+    assert state.is_failed()
+    assert "runbook etl_prices failed in cell" in state.message or "BadInput" in state.message
+    record = json.loads((settings.reports_dir / "daily" / "2013-02-01" / "etl_prices.failure.json").read_text())
+    failure = record["runs"][0]["failure"]
+    assert failure["error"] == "BadInput" and "no such file" in failure["message"]
+    assert isinstance(failure["cell"], int)
+    notebook = nbformat.read(settings.reports_dir / "daily" / "2013-02-01" / "etl_prices.ipynb", as_version=4)
+    assert any(o.get("ename") == "BadInput" for cell in notebook.cells for o in cell.get("outputs", []))
+
+
+def test_replay_cli_writes_a_report(workspace):
+    (workspace.root / "experiments").mkdir()
+    (workspace.root / "experiments" / "baseline.toml").write_text(
+        'name = "quick"\n[splits]\nstep = 252\n[models.drift]\n'
+    )
+    result = workspace.run(
+        "replay", "--start", "2011-01-03", "--end", "2011-03-31", "--every", "10", "--tickers", "MSFT", timeout=600
+    )
+    assert result.returncode == 0, result.stderr
+    assert "served forecasts on realised prices" in result.stdout
+    report = workspace.reports / "replay" / "2011-01-03_2011-03-30_every10"  # 7 steps, 10 trading days apart
+    assert (report / "replay.html").is_file() and (report / "replay.png").is_file()
+    data = json.loads((report / "replay.json").read_text())
+    assert {row["policy"] for row in data["summary"]} == {"auto", "never"}
