@@ -8,12 +8,14 @@ from prefect import flow, get_run_logger
 
 from stockops.config import load_settings, parse_tickers
 from stockops.orchestrate import runbook
-from stockops.pipeline import relocate_run, resolve_as_of
+from stockops.pipeline import relocate_run, resolve_as_of, wait_for_logging
 from stockops.prices import write_json_atomic
 
 
 @flow(name="daily", log_prints=True)
-def daily(as_of: str = "", tickers: str = "", source: str = "sample", path: str = "", overrides: dict | None = None) -> dict:
+def daily(
+    as_of: str = "", tickers: str = "", source: str = "sample", path: str = "", overrides: dict | None = None
+) -> dict:
     "One trading day of operations on `tickers` (default: the universe) as of `as_of` (default: the last stored day)."
     logger = get_run_logger()
     overrides = dict(overrides or {})
@@ -21,16 +23,29 @@ def daily(as_of: str = "", tickers: str = "", source: str = "sample", path: str 
     symbols = parse_tickers(tickers) if tickers else list(settings.universe)
     to_ingest = ",".join(dict.fromkeys(symbols + list(settings.indices)))
     etl = runbook.with_options(retries=2, retry_delay_seconds=20) if source == "yahoo" else runbook
-    runs = [etl("etl_prices", {"as_of": as_of, "tickers": to_ingest, "source": source, "path": path}, overrides, "daily")]
+    runs = [
+        etl("etl_prices", {"as_of": as_of, "tickers": to_ingest, "source": source, "path": path}, overrides, "daily")
+    ]
     day = resolve_as_of(settings, as_of, symbols)
     runs[0] = relocate_run(runs[0], settings, day)  # an ETL "up to today" belongs with the day it loaded
     runs.append(runbook("report_drift", {"as_of": day, "tickers": ",".join(symbols)}, overrides, "daily"))
     decisions = runs[-1]["result"]["tickers"]
     retrain = [ticker for ticker, decision in decisions.items() if decision["retrain"]]
     for ticker, decision in decisions.items():
-        logger.info(f"{ticker}: {'retrain' if decision['retrain'] else 'keep'} ({'; '.join(decision['reasons']) or 'no rule fired'})")
+        logger.info(
+            f"{ticker}: {'retrain' if decision['retrain'] else 'keep'} ({'; '.join(decision['reasons']) or 'no rule fired'})"
+        )
     for ticker in retrain:
-        runs.append(runbook("train_forecaster", {"as_of": day, "ticker": ticker}, overrides, "daily", ticker=ticker, label=f"-{ticker}"))
+        runs.append(
+            runbook(
+                "train_forecaster",
+                {"as_of": day, "ticker": ticker},
+                overrides,
+                "daily",
+                ticker=ticker,
+                label=f"-{ticker}",
+            )
+        )
     runs.append(runbook("forecast_prices", {"as_of": day, "tickers": ",".join(symbols)}, overrides, "daily"))
     summary = {
         "as_of": day,
@@ -40,5 +55,6 @@ def daily(as_of: str = "", tickers: str = "", source: str = "sample", path: str 
         "notebooks": [run["notebook"] for run in runs],
         "seconds": round(sum(run["seconds"] for run in runs), 1),
     }
+    summary["mlflow_runs"] = wait_for_logging()
     write_json_atomic(settings.reports_dir / "daily" / day / "run.json", {"summary": summary, "runs": runs})
     return summary

@@ -4,7 +4,7 @@ from prefect import flow
 
 from stockops.config import load_settings, parse_tickers
 from stockops.orchestrate import runbook
-from stockops.pipeline import resolve_as_of
+from stockops.pipeline import resolve_as_of, wait_for_logging
 
 
 @flow(name="drift", log_prints=True)
@@ -15,4 +15,9 @@ def drift(as_of: str = "", tickers: str = "", overrides: dict | None = None) -> 
     symbols = parse_tickers(tickers) if tickers else list(settings.universe)
     day = resolve_as_of(settings, as_of, symbols)
     run = runbook("report_drift", {"as_of": day, "tickers": ",".join(symbols)}, overrides, "drift")
-    return {"as_of": day, "decisions": run["result"]["tickers"], "notebook": run["notebook"]}
+    return {
+        "as_of": day,
+        "decisions": run["result"]["tickers"],
+        "notebook": run["notebook"],
+        "mlflow_runs": wait_for_logging(),
+    }

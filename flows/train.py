@@ -4,7 +4,7 @@ from prefect import flow
 
 from stockops.config import load_settings, parse_tickers
 from stockops.orchestrate import runbook
-from stockops.pipeline import resolve_as_of
+from stockops.pipeline import resolve_as_of, wait_for_logging
 
 
 @flow(name="train", log_prints=True)
@@ -15,7 +15,9 @@ def train(as_of: str = "", tickers: str = "", force: bool = False, overrides: di
     symbols = parse_tickers(tickers) if tickers else list(settings.universe)
     day = resolve_as_of(settings, as_of, symbols)
     runs = [
-        runbook("train_forecaster", {"as_of": day, "ticker": t, "force": force}, overrides, "train", ticker=t, label=f"-{t}")
+        runbook(
+            "train_forecaster", {"as_of": day, "ticker": t, "force": force}, overrides, "train", ticker=t, label=f"-{t}"
+        )
         for t in symbols
     ]
-    return {"as_of": day, "results": {run["ticker"]: run["result"] for run in runs}}
+    return {"as_of": day, "results": {run["ticker"]: run["result"] for run in runs}, "mlflow_runs": wait_for_logging()}
