@@ -20,10 +20,8 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP) ## create .venv and install stockops (editable) with the dev tools, pinned by constraints.txt
 
-run: $(STAMP) ## on the bundled data: ingest, train (MLflow, gated champion), forecast, print the store's status
-	$(BIN)/stockops ingest
-	$(BIN)/stockops train
-	$(BIN)/stockops forecast
+run: $(STAMP) ## on the bundled data: the daily flow through Prefect (ETL, monitoring, training by policy, forecasts), then the status
+	$(BIN)/stockops run
 	$(BIN)/stockops status
 
 test: $(STAMP) check ## check notebooks and package are in sync, run the notebooks' tests (nbdev-test) and pytest
@@ -51,8 +49,9 @@ format: $(STAMP) ## ruff format, clean notebooks, export
 	$(BIN)/nbdev-clean
 	$(BIN)/nbdev-export
 
-bench: $(STAMP) ## benchmarks: the full first training of the bundled universe (target under 3 minutes)
+bench: $(STAMP) ## benchmarks: first training of the universe (< 3 min); daily run, plain vs Prefect + papermill
 	$(BIN)/python bench/train.py
+	$(BIN)/python bench/pipeline.py
 
 lab: $(STAMP) ## JupyterLab on the workspace (127.0.0.1:8888)
 	$(BIN)/jupyter lab --no-browser --ip 127.0.0.1 --port 8888 --notebook-dir .

@@ -55,6 +55,6 @@ def daily(
         "notebooks": [run["notebook"] for run in runs],
         "seconds": round(sum(run["seconds"] for run in runs), 1),
     }
-    summary["mlflow_runs"] = wait_for_logging()
+    wait_for_logging()  # every runbook run is in MLflow (tags stockops.flow, stockops.as_of) before the flow ends
     write_json_atomic(settings.reports_dir / "daily" / day / "run.json", {"summary": summary, "runs": runs})
     return summary

@@ -20,4 +20,5 @@ def train(as_of: str = "", tickers: str = "", force: bool = False, overrides: di
         )
         for t in symbols
     ]
-    return {"as_of": day, "results": {run["ticker"]: run["result"] for run in runs}, "mlflow_runs": wait_for_logging()}
+    wait_for_logging()
+    return {"as_of": day, "results": {run["ticker"]: run["result"] for run in runs}}

@@ -134,6 +134,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                    'stockops.pipeline._KernelPool.take': ('pipeline.html#_kernelpool.take', 'stockops/pipeline.py'),
                                    'stockops.pipeline._log_run': ('pipeline.html#_log_run', 'stockops/pipeline.py'),
                                    'stockops.pipeline._logger': ('pipeline.html#_logger', 'stockops/pipeline.py'),
+                                   'stockops.pipeline._tracking_ready': ('pipeline.html#_tracking_ready', 'stockops/pipeline.py'),
                                    'stockops.pipeline.close_kernels': ('pipeline.html#close_kernels', 'stockops/pipeline.py'),
                                    'stockops.pipeline.load_flow': ('pipeline.html#load_flow', 'stockops/pipeline.py'),
                                    'stockops.pipeline.relocate_run': ('pipeline.html#relocate_run', 'stockops/pipeline.py'),

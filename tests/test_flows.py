@@ -68,7 +68,7 @@ def test_daily_flow_runs_the_runbooks_and_leaves_the_audit_trail(space):
     log = pd.read_parquet(settings.data_dir / "predictions" / "IBM.parquet")
     assert sorted(log["as_of"].dt.strftime("%Y-%m-%d").unique()) == ["2012-12-31", "2013-01-31"]
 
-    client = mlflow.MlflowClient(settings.tracking_uri)
+    client = mlflow.MlflowClient(settings.tracking_uri, registry_uri=settings.tracking_uri)
     runs = client.search_runs(
         [client.get_experiment_by_name("stockops").experiment_id], "tags.`stockops.kind` = 'runbook'", max_results=50
     )

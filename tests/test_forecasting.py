@@ -32,7 +32,8 @@ def trained(tmp_path_factory):
 
 
 def client(workspace):
-    return mlflow.MlflowClient(f"sqlite:///{workspace.data / 'mlflow.db'}")
+    uri = f"sqlite:///{workspace.data / 'mlflow.db'}"
+    return mlflow.MlflowClient(uri, registry_uri=uri)  # explicit: other tests in this process set mlflow's globals
 
 
 def test_train_registers_a_champion_per_ticker_and_says_when_the_random_walk_wins(trained):
@@ -74,6 +75,7 @@ def test_forecast_logs_once_and_the_champion_reloaded_by_alias_reproduces_it(tra
     assert len(pd.read_parquet(trained.data / "predictions" / "IBM.parquet")) == 3  # idempotent
 
     mlflow.set_tracking_uri(f"sqlite:///{trained.data / 'mlflow.db'}")
+    mlflow.set_registry_uri(f"sqlite:///{trained.data / 'mlflow.db'}")
     model = mlflow.pyfunc.load_model("models:/stockops-ibm@champion")
     bars = pd.read_parquet(trained.data / "prices" / "IBM.parquet")
     index = pd.read_parquet(trained.data / "prices" / "^GSPC.parquet")
