@@ -109,3 +109,56 @@ def test_replay_cli_writes_a_report(workspace):
     assert (report / "replay.html").is_file() and (report / "replay.png").is_file()
     data = json.loads((report / "replay.json").read_text())
     assert {row["policy"] for row in data["summary"]} == {"auto", "never"}
+
+
+def test_schedule_serves_cron_deployments_that_run(workspace):
+    "`stockops schedule` starts a Prefect server, serves `daily` and `periodic-retrain` on their crons; a triggered run completes."
+    import signal
+    import subprocess
+    import time
+    import urllib.request
+
+    from conftest import STOCKOPS
+
+    port = 4311
+    env = {k: v for k, v in workspace.env.items() if not k.startswith("PREFECT_")}
+    env |= {"STOCKOPS_RUNBOOKS_DIR": str(REPO / "nbs" / "runbooks"), "STOCKOPS_FLOWS_DIR": str(REPO / "flows")}
+    shutil.copytree(REPO / "experiments", workspace.root / "experiments")
+    serving = subprocess.Popen([str(STOCKOPS), "schedule", "--port", str(port)], cwd=workspace.root, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
+    api = f"http://127.0.0.1:{port}/api"
+    try:
+        deployments, deadline = [], time.monotonic() + 180
+        while len(deployments) < 2 and time.monotonic() < deadline:
+            time.sleep(2)
+            try:
+                request = urllib.request.Request(
+                    f"{api}/deployments/filter", data=b"{}", headers={"Content-Type": "application/json"}
+                )
+                deployments = json.load(urllib.request.urlopen(request, timeout=5))
+            except OSError:
+                continue
+        schedules = {
+            d["name"]: [(s["schedule"]["cron"], s["schedule"]["timezone"]) for s in d["schedules"]] for d in deployments
+        }
+        assert schedules == {
+            "daily": [("30 17 * * 1-5", "America/New_York")],
+            "periodic-retrain": [("0 6 * * 6", "America/New_York")],
+        }
+        run_env = env | {"PREFECT_API_URL": api, "PREFECT_HOME": str(workspace.data / "prefect")}
+        triggered = subprocess.run(
+            [str(STOCKOPS.parent / "prefect"), "deployment", "run", "daily/daily", "--param", "tickers=FB", "--watch"],
+            cwd=workspace.root,
+            env=run_env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert "Completed" in triggered.stdout, triggered.stdout[-2000:] + triggered.stderr[-2000:]
+        assert (workspace.reports / "daily" / "2013-03-01" / "forecast_prices.ipynb").is_file()
+    finally:
+        os.killpg(serving.pid, signal.SIGINT)
+        try:
+            serving.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(serving.pid, signal.SIGKILL)
