@@ -76,6 +76,12 @@ def test_daily_flow_runs_the_runbooks_and_leaves_the_audit_trail(space):
     artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id, "runbook")}
     assert any(path.endswith(".ipynb") for path in artifacts) and any(path.endswith(".json") for path in artifacts)
     assert {"as_of", "tickers"} <= set(runs[0].data.params)
+    drift_run = next(
+        r
+        for r in runs
+        if r.data.tags["stockops.runbook"] == "report_drift" and r.data.tags["stockops.as_of"] == "2013-01-31"
+    )
+    assert [a.path for a in client.list_artifacts(drift_run.info.run_id, "reports")] == ["reports/IBM.html"]
 
 
 def test_a_failing_runbook_fails_the_flow_with_a_failure_record(space):
