@@ -107,14 +107,19 @@ def test_replay_cli_writes_a_report(workspace):
         'name = "quick"\n[splits]\nstep = 252\n[models.drift]\n'
     )
     result = workspace.run(
-        "replay", "--start", "2011-01-03", "--end", "2011-03-31", "--every", "10", "--tickers", "MSFT", timeout=600
+        "replay", "--start", "2012-04-02", "--end", "2012-06-29", "--every", "10", "--tickers", "MSFT,FB", timeout=600
     )
     assert result.returncode == 0, result.stderr
     assert "served forecasts on realised prices" in result.stdout
-    report = workspace.reports / "replay" / "2011-01-03_2011-03-30_every10"  # 7 steps, 10 trading days apart
+    report = workspace.reports / "replay" / "2012-04-02_2012-06-27_every10"  # 7 steps, 10 trading days apart
     assert (report / "replay.html").is_file() and (report / "replay.png").is_file()
     data = json.loads((report / "replay.json").read_text())
     assert {row["policy"] for row in data["summary"]} == {"auto", "never"}
+    fb = [step for step in data["steps"] if step["ticker"] == "FB" and step["policy"] == "auto"]
+    assert fb[0]["reasons"] == "no prices yet"  # FB listed on 2012-05-18
+    assert "calibrating its intervals needs at least 121" in fb[-1]["reasons"]  # a month of history is not enough
+    msft = [step for step in data["steps"] if step["ticker"] == "MSFT" and step["policy"] == "auto"]
+    assert msft[0]["retrained"] and msft[-1]["champion_version"] is not None
 
 
 def test_schedule_serves_cron_deployments_that_run(workspace):
