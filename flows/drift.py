@@ -15,9 +15,5 @@ def drift(as_of: str = "", tickers: str = "", overrides: dict | None = None) -> 
     symbols = parse_tickers(tickers) if tickers else list(settings.universe)
     day = resolve_as_of(settings, as_of, symbols)
     run = runbook("report_drift", {"as_of": day, "tickers": ",".join(symbols)}, overrides, "drift")
-    return {
-        "as_of": day,
-        "decisions": run["result"]["tickers"],
-        "notebook": run["notebook"],
-        "mlflow_runs": wait_for_logging(),
-    }
+    wait_for_logging()
+    return {"as_of": day, "decisions": run["result"]["tickers"], "notebook": run["notebook"]}

@@ -92,7 +92,7 @@ def test_a_failing_runbook_fails_the_flow_with_a_failure_record(space):
     state = daily(as_of="2013-02-01", tickers="IBM", source="csv", path="/nonexistent/prices.csv",
                   overrides=settings.overrides(), return_state=True)  # fmt: skip
     assert state.is_failed()
-    assert "runbook etl_prices failed in cell" in state.message or "BadInput" in state.message
+    assert "runbook etl_prices failed in cell" in state.message and "BadInput: no such file" in state.message
     record = json.loads((settings.reports_dir / "daily" / "2013-02-01" / "etl_prices.failure.json").read_text())
     failure = record["runs"][0]["failure"]
     assert failure["error"] == "BadInput" and "no such file" in failure["message"]
