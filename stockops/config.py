@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['TICKER_PATTERN', 'SOURCES', 'KEYS', 'ENV_PREFIX', 'SETTINGS_FILE', 'SECTION', 'BadInput', 'validate_ticker',
-           'parse_tickers', 'parse_date', 'SettingsError', 'Key', 'Settings', 'find_settings_file', 'load_settings']
+__all__ = ['TICKER_PATTERN', 'SOURCES', 'SECRET_KEYS', 'KEYS', 'ENV_PREFIX', 'SETTINGS_FILE', 'SECTION', 'BadInput',
+           'validate_ticker', 'parse_tickers', 'parse_date', 'SettingsError', 'Key', 'Settings', 'find_settings_file',
+           'load_settings']
 
 # %% ../nbs/00_config.ipynb #1e095212
 TICKER_PATTERN = re.compile(r"^[A-Z0-9^][A-Z0-9.\-=^]{0,14}$")
@@ -136,7 +137,7 @@ def _tickers(text: str) -> tuple[str, ...]:
 
 SOURCES = ("sample", "yahoo", "csv")
 
-# %% ../nbs/00_config.ipynb #ce742086
+# %% ../nbs/00_config.ipynb #7f55a719
 @dataclass(frozen=True)
 class Key:
     "One setting: its default (as written in settings.ini), parser and meaning."
@@ -147,6 +148,7 @@ class Key:
     is_path: bool = False
 
 
+SECRET_KEYS = {"api_token"}  # never printed
 KEYS: dict[str, Key] = {
     "data_dir": Key("data", Path, "price store, MLflow database and logs", is_path=True),
     "reports_dir": Key("reports", Path, "executed notebooks and HTML reports", is_path=True),
@@ -185,9 +187,16 @@ KEYS: dict[str, Key] = {
     ),
     "retrain_min_coverage": Key("0.8", _fraction, "retrain when live 90% interval coverage falls below this"),
     "retrain_drift_share": Key("0.5", _fraction, "retrain when at least this share of monitored columns drifted"),
+    "api_host": Key("127.0.0.1", _text, "address the API binds to; a non-loopback address needs api_token"),
+    "api_port": Key("8000", _positive_int, "port of the API"),
+    "api_token": Key("", _text, "bearer token for POST /train; empty disables training over the API"),
+    "api_refresh_seconds": Key("2", _positive_int, "how often the API looks for new forecasts and champions"),
+    "dashboard_port": Key("8866", _positive_int, "port of the Voila dashboards"),
+    "mlflow_ui_port": Key("5000", _positive_int, "port of the MLflow UI that `make run` starts"),
+    "prefect_ui_port": Key("4200", _positive_int, "port of the Prefect server and UI"),
 }
 
-# %% ../nbs/00_config.ipynb #67fa0bbb
+# %% ../nbs/00_config.ipynb #a26bdf7b
 @dataclass(frozen=True)
 class Settings:
     "Resolved settings; `origins` says where each value came from."
@@ -219,6 +228,13 @@ class Settings:
     retrain_error_margin: float
     retrain_min_coverage: float
     retrain_drift_share: float
+    api_host: str
+    api_port: int
+    api_token: str
+    api_refresh_seconds: int
+    dashboard_port: int
+    mlflow_ui_port: int
+    prefect_ui_port: int
     file: Path | None = None  # the settings.ini read, if any
     origins: dict[str, str] = field(default_factory=dict)
 
@@ -245,6 +261,8 @@ class Settings:
                 value = ", ".join(str(item) for item in value)
             elif isinstance(value, dict):
                 value = ", ".join(f"{suffix}:{code}" for suffix, code in value.items())
+            if key in SECRET_KEYS and value:
+                value = "(set, hidden)"
             rows.append((key, str(value), self.origins.get(key, "default")))
         return rows
 
@@ -282,7 +300,7 @@ class Settings:
         "Text values of `keys` (default: the paths), to hand to a runbook so it sees the same workspace."
         keys = keys or tuple(key for key, spec in KEYS.items() if spec.is_path)
         rows = {key: value for key, value, _ in self.describe()}
-        return {key: rows[key] for key in keys}
+        return {key: str(getattr(self, key)) if key in SECRET_KEYS else rows[key] for key in keys}
 
     def replace(self, **changes) -> Settings:
         "A copy with some values changed (origin 'override')."

@@ -17,7 +17,7 @@ from .prices import PriceStore, require_prices, utc_now, write_parquet_atomic
 from .tracking import CHAMPION, champion_version, mlflow_client
 
 # %% auto #0
-__all__ = ['FORECAST_KEY', 'load_champion', 'forecast', 'append_predictions', 'prediction_log']
+__all__ = ['FORECAST_KEY', 'load_champion', 'forecast_rows', 'forecast', 'append_predictions', 'prediction_log']
 
 # %% ../nbs/41_forecast.ipynb #26f679b1
 _LOADED: dict[tuple[str, str, str], object] = {}  # (tracking uri, model, version) -> pyfunc, loaded once per process
@@ -36,7 +36,35 @@ def load_champion(ticker: str, settings: Settings):
         _LOADED[key] = mlflow.pyfunc.load_model(f"models:/{version.name}@{CHAMPION}")
     return _LOADED[key], version
 
-# %% ../nbs/41_forecast.ipynb #93b2d9e9
+# %% ../nbs/41_forecast.ipynb #cba9a12e
+def forecast_rows(
+    ticker: str,
+    features: pd.DataFrame,  # one feature row, indexed by its day (the as-of day)
+    last_close: float,  # that day's close: prices are last_close * exp(log return)
+    forecaster,  # the champion's `Forecaster`
+    version,  # its ModelVersion (name, version, run_id)
+    calendar_code: str,  # exchange calendar for the target dates
+    horizons: list[int] | None = None,  # default: every horizon of the forecaster
+) -> pd.DataFrame:
+    "One row per horizon in price space: target date, forecast, 80/90% intervals, family, model version and run id."
+    raw = forecaster.predict(features)
+    if horizons is not None:
+        raw = raw[raw["horizon"].isin(horizons)]
+    day = features.index[-1]
+    result = pd.DataFrame({
+        "ticker": ticker, "as_of": day, "horizon": raw["horizon"].astype(int).to_numpy(),
+        "target_date": [add_trading_days(calendar_code, day, int(h)) for h in raw["horizon"]],
+        "last_close": last_close, "forecast": last_close * np.exp(raw["log_return"].to_numpy()),
+    })  # fmt: skip
+    for column in [c for c in raw.columns if c.startswith(("lower_", "upper_"))]:
+        result[column] = last_close * np.exp(raw[column].to_numpy())
+    result["log_return"], result["sigma"] = raw["log_return"].to_numpy(), raw["sigma"].to_numpy()
+    result["family"] = result["horizon"].map(forecaster.families())
+    result["model"], result["model_version"], result["run_id"] = version.name, str(version.version), version.run_id
+    result["created_at"] = utc_now()
+    return result
+
+# %% ../nbs/41_forecast.ipynb #f587db71
 FORECAST_KEY = ["ticker", "as_of", "horizon", "model_version"]
 
 
@@ -54,25 +82,13 @@ def forecast(
     store = PriceStore.from_settings(settings)
     bars = require_prices(ticker, settings, end=as_of)
     model, version = load_champion(ticker, settings)
-    index = model.unwrap_python_model().forecaster.metadata.get("index")
+    forecaster = model.unwrap_python_model().forecaster
+    index = forecaster.metadata.get("index")
     index_bars = store.load(index, end=bars["date"].max()) if index and index in store.tickers() else None
     features = make_features(bars, index_bars).iloc[[-1]]
-    day = features.index[-1]
-    raw = model.predict(features)
-    last_close = float(bars["close"].iloc[-1])
-    code = calendar_name(ticker, settings)
-    result = pd.DataFrame({
-        "ticker": ticker, "as_of": day, "horizon": raw["horizon"].astype(int),
-        "target_date": [add_trading_days(code, day, int(h)) for h in raw["horizon"]],
-        "last_close": last_close, "forecast": last_close * np.exp(raw["log_return"]),
-    })  # fmt: skip
-    for column in [c for c in raw.columns if c.startswith(("lower_", "upper_"))]:
-        result[column] = last_close * np.exp(raw[column])
-    families = model.unwrap_python_model().forecaster.families()
-    result["log_return"], result["sigma"] = raw["log_return"].to_numpy(), raw["sigma"].to_numpy()
-    result["family"] = result["horizon"].map(families)
-    result["model"], result["model_version"], result["run_id"] = version.name, str(version.version), version.run_id
-    result["created_at"] = utc_now()
+    result = forecast_rows(
+        ticker, features, float(bars["close"].iloc[-1]), forecaster, version, calendar_name(ticker, settings)
+    )
     if log:
         append_predictions(result, settings)
     return result
