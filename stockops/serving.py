@@ -243,7 +243,7 @@ def load_snapshot(settings: Settings) -> Snapshot:
         )  # fmt: skip
     return Snapshot(fingerprint, utc_now(), views)
 
-# %% ../nbs/65_serving.ipynb #67982d8d
+# %% ../nbs/65_serving.ipynb #9b4263a4
 class ServingState:
     "The current snapshot, swapped atomically when the workspace's results change."
 
@@ -253,7 +253,7 @@ class ServingState:
         self.refreshes, self.failures = 0, 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._listeners: list = []  # called with each new snapshot (e.g. to warm models)
+        self._listeners: list = []  # called with each new snapshot before it is swapped in
 
     def on_refresh(self, listener) -> None:
         self._listeners.append(listener)
@@ -268,10 +268,10 @@ class ServingState:
             self.failures += 1
             _log.warning("snapshot refresh failed, still serving %s: %s", self.snapshot.built_at, error)
             return False
+        for listener in self._listeners:  # e.g. load a new champion before the first request needs it
+            listener(snapshot)
         self.snapshot = snapshot  # one reference assignment: readers see the old or the new, never half
         self.refreshes += 1
-        for listener in self._listeners:
-            listener(snapshot)
         return True
 
     def _loop(self, seconds: float) -> None:
