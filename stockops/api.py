@@ -8,11 +8,11 @@ __all__ = ['RUN_ID_PATTERN', 'SettingsDep', 'StateDep', 'SnapshotDep', 'Predicto
            'History', 'BacktestEvidence', 'LiveEvidence', 'HorizonForecast', 'Forecast', 'PredictRequest', 'Candidate',
            'Promotion', 'Models', 'DriftColumn', 'Drift', 'TrainRequest', 'RunInfo', 'run_path', 'read_run',
            'record_run', 'launch_training', 'Predictor', 'forecast_answer', 'get_settings', 'get_state', 'get_snapshot',
-           'get_predictor', 'get_launcher', 'ticker_view', 'require_token', 'no_champion', 'health', 'tickers',
-           'history', 'latest_forecast', 'predict', 'ticker_models', 'drift', 'train', 'run_status',
+           'get_predictor', 'get_launcher', 'ticker_view', 'find_view', 'require_token', 'no_champion', 'health',
+           'tickers', 'history', 'latest_forecast', 'predict', 'ticker_models', 'drift', 'train', 'run_status',
            'StockopsCollector', 'metrics_answer', 'metrics', 'check_binding', 'create_app', 'serve_app']
 
-# %% ../nbs/70_api.ipynb #51db33f9
+# %% ../nbs/70_api.ipynb #d4355c29
 import datetime as dt
 import json
 import logging
@@ -34,7 +34,7 @@ from pydantic import BaseModel, Field, field_validator
 import stockops
 from .calendar import calendar_name
 from .config import BadInput, Settings, load_settings, parse_tickers, validate_ticker
-from .forecast import forecast_rows, load_champion
+from .forecast import forecast_records, load_champion
 from .prices import utc_now, write_json_atomic
 from .serving import ServingState, Snapshot, TickerView, backtest_verdict, live_verdict
 
@@ -263,7 +263,7 @@ def _child_env(extra: dict[str, str]) -> dict[str, str]:
 
     return {**os.environ, **extra}
 
-# %% ../nbs/70_api.ipynb #3e73fccf
+# %% ../nbs/70_api.ipynb #223cd721
 class Predictor:
     "Champions loaded once per worker; forecasts from stored prices on demand."
 
@@ -290,69 +290,75 @@ class Predictor:
                 except Exception as error:
                     logging.getLogger("stockops.api").warning("could not warm %s: %s", view.ticker, error)
 
-    def predict(self, view: TickerView, as_of: dt.date | None, horizons: list[int] | None) -> pd.DataFrame:
+    def predict(self, view: TickerView, as_of: dt.date | None, horizons: list[int] | None) -> list[dict]:
+        "Forecast records from the close of `as_of` (or the last stored day before it); `BadInput` for what cannot be forecast."
         forecaster, version = self.champion(view)
-        features = view.features
-        rows = features.loc[: pd.Timestamp(as_of)] if as_of is not None else features
-        if rows.empty:
-            raise BadInput(f"no stored prices for {view.ticker} on or before {as_of}: the first is {view.first_date}")
-        row = rows.iloc[[-1]]
-        if row[forecaster.feature_names].isna().any(axis=None):
-            raise BadInput(f"{view.ticker} has too little history before {row.index[-1].date()} for its features")
-        closes = view.history["close"].to_numpy()
-        position = int(np.searchsorted(view.history["date"].to_numpy(), row.index[-1].to_datetime64()))
         if horizons is not None:
             unknown = sorted(set(horizons) - set(forecaster.horizons))
             if unknown:
                 raise BadInput(f"horizon(s) {unknown} not forecast; horizons: {forecaster.horizons}")
+        days, X, sigma = view.feature_matrix(forecaster.feature_names)
+        position = (
+            len(days) - 1 if as_of is None else int(np.searchsorted(days, np.datetime64(as_of), side="right")) - 1
+        )
+        if position < 0:
+            raise BadInput(f"no stored prices for {view.ticker} on or before {as_of}: the first is {view.first_date}")
+        row = X[position : position + 1]
+        if np.isnan(row).any() or np.isnan(sigma[position]):
+            raise BadInput(
+                f"{view.ticker} has too little history before {pd.Timestamp(days[position]).date()} for its features"
+            )
+        close = float(view.history["close"].to_numpy()[position])  # features and history share their days
         code = calendar_name(view.ticker, self.settings)
-        return forecast_rows(view.ticker, row, float(closes[position]), forecaster, version, code, horizons)
+        return forecast_records(view.ticker, pd.Timestamp(days[position]), row, float(sigma[position]), close,
+                                forecaster, version, code, horizons)  # fmt: skip
 
-# %% ../nbs/70_api.ipynb #90075d34
+# %% ../nbs/70_api.ipynb #bf8d18cc
 def _number(value):
     return None if value is None or (isinstance(value, float) and not np.isfinite(value)) else value
 
 
-def forecast_answer(view: TickerView, rows: pd.DataFrame, window_days: int) -> Forecast:
-    "The `Forecast` for `rows` (one per horizon) with the backtest and live evidence of each horizon."
-    first = rows.iloc[0]
+def forecast_answer(view: TickerView, records: list[dict], window_days: int) -> Forecast:
+    "The `Forecast` for `records` (one per horizon) with the backtest and live evidence of each horizon."
+    first = records[0]
     label = f"{first['model']} v{first['model_version']}"
     horizons = []
-    for row in rows.itertuples(index=False):
-        backtest = view.evidence.get(int(row.horizon)) if str(row.model_version) == view.champion_version else None
-        live = view.live.get(int(row.horizon))
+    for row in records:
+        horizon = int(row["horizon"])
+        backtest = view.evidence.get(horizon) if str(row["model_version"]) == view.champion_version else None
+        live = view.live.get(horizon)
         horizons.append(HorizonForecast(
-            horizon=int(row.horizon), target_date=row.target_date.date(), forecast=row.forecast,
-            lower_80=row.lower_80, upper_80=row.upper_80, lower_90=row.lower_90, upper_90=row.upper_90,
-            log_return=row.log_return, family=row.family,
-            backtest=None if backtest is None else BacktestEvidence(**backtest, verdict=backtest_verdict(label, int(row.horizon), backtest)),
+            horizon=horizon, target_date=row["target_date"].date(), forecast=row["forecast"],
+            lower_80=row["lower_80"], upper_80=row["upper_80"], lower_90=row["lower_90"], upper_90=row["upper_90"],
+            log_return=row["log_return"], family=row["family"],
+            backtest=None if backtest is None else BacktestEvidence(**backtest, verdict=backtest_verdict(label, horizon, backtest)),
             live=LiveEvidence(window_days=window_days, n=int((live or {}).get("n") or 0),
                               **{k: _number((live or {}).get(k)) for k in ("live_mae", "naive_mae", "coverage_80", "coverage_90")},
-                              verdict=live_verdict(label, int(row.horizon), live, window_days)),
+                              verdict=live_verdict(label, horizon, live, window_days)),
         ))  # fmt: skip
     return Forecast(
         ticker=view.ticker, as_of=first["as_of"].date(), last_close=first["last_close"], model=first["model"],
         model_version=str(first["model_version"]), run_id=first["run_id"], created_at=first["created_at"], horizons=horizons,
     )  # fmt: skip
 
-# %% ../nbs/70_api.ipynb #2674fedc
-def get_settings(request: Request) -> Settings:
+# %% ../nbs/70_api.ipynb #cef4853a
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_state(request: Request) -> ServingState:
+async def get_state(request: Request) -> ServingState:
     return request.app.state.serving
 
 
-def get_snapshot(request: Request) -> Snapshot:
+async def get_snapshot(request: Request) -> Snapshot:
     return request.app.state.serving.snapshot
 
 
-def get_predictor(request: Request) -> Predictor:
+async def get_predictor(request: Request) -> Predictor:
     return request.app.state.predictor
 
 
-def get_launcher(request: Request):
+async def get_launcher(request: Request):
     return launch_training
 
 
@@ -368,8 +374,12 @@ def _unknown(ticker: str, snapshot: Snapshot) -> HTTPException:
     return HTTPException(404, f"unknown ticker {ticker}: stored tickers are {', '.join(sorted(snapshot.views))}")
 
 
-def ticker_view(ticker: TickerPath, snapshot: SnapshotDep) -> TickerView:
+async def ticker_view(ticker: TickerPath, snapshot: SnapshotDep) -> TickerView:
     "The view of a stored ticker: 422 when the symbol is malformed, 404 when it is not stored."
+    return find_view(ticker, snapshot)
+
+
+def find_view(ticker: str, snapshot: Snapshot) -> TickerView:
     try:
         symbol = validate_ticker(ticker)
     except BadInput as error:
@@ -384,7 +394,7 @@ ViewDep = Annotated[TickerView, Depends(ticker_view)]
 _bearer = HTTPBearer(auto_error=False)
 
 
-def require_token(
+async def require_token(
     settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
     "The bearer token from settings: 403 when none is configured, 401 when missing or wrong."
@@ -400,7 +410,7 @@ def no_champion(ticker: str) -> HTTPException:
         f"no champion for {ticker} yet: run training (`stockops train --tickers {ticker}`, or POST /train) and the daily forecasts",
     )
 
-# %% ../nbs/70_api.ipynb #554293ac
+# %% ../nbs/70_api.ipynb #d3f51c68
 JSON = "application/json"
 system = APIRouter(tags=["system"])
 market = APIRouter(tags=["market data"])
@@ -458,15 +468,14 @@ async def history(
 
 @forecasts.get("/forecast/{ticker}", response_model=Forecast)
 async def latest_forecast(
-    view: ViewDep,
+    ticker: TickerPath,
     snapshot: SnapshotDep,
-    settings: SettingsDep,
     horizon: Annotated[int | None, Query(ge=1, le=260, description="one horizon (trading days); default: all")] = None,
 ):
     "The latest logged forecast: prices, 80/90% intervals, target dates, model version and run, and the evidence against naive."
-    key = ("forecast", view.ticker, horizon)
-    body = snapshot.cache.get(key)
+    body = snapshot.cache.get(("forecast", ticker, horizon))  # the hot path: bytes built once per snapshot
     if body is None:
+        view = find_view(ticker, snapshot)
         latest = view.latest
         if latest.empty:
             if view.champion_version is None:
@@ -480,15 +489,15 @@ async def latest_forecast(
             if horizon not in served:
                 raise HTTPException(422, f"horizon {horizon} is not forecast for {view.ticker}; horizons: {served}")
             latest = latest[latest["horizon"] == horizon]
-        body = forecast_answer(view, latest, settings.monitor_window).model_dump_json().encode()
-        snapshot.cache[key] = body
+        body = (
+            forecast_answer(view, latest.to_dict(orient="records"), snapshot.monitor_window).model_dump_json().encode()
+        )
+        snapshot.cache[("forecast", ticker, horizon)] = body
     return Response(body, media_type=JSON)
 
 
 @forecasts.post("/predict", response_model=Forecast)
-async def predict(
-    request: PredictRequest, snapshot: SnapshotDep, predictor: PredictorDep, settings: SettingsDep
-) -> Forecast:
+async def predict(request: PredictRequest, snapshot: SnapshotDep, predictor: PredictorDep):
     "Forecast on demand from a stored day's close with the champion (not logged)."
     view = snapshot.views.get(request.ticker)
     if view is None:
@@ -498,10 +507,10 @@ async def predict(
     if request.as_of is not None and request.as_of < pd.Timestamp(view.first_date).date():
         raise HTTPException(422, f"as_of {request.as_of} is before {view.ticker}'s first stored day {view.first_date}")
     try:
-        rows = predictor.predict(view, request.as_of, request.horizons)
+        records = predictor.predict(view, request.as_of, request.horizons)
     except BadInput as error:
         raise HTTPException(422, str(error)) from None
-    return forecast_answer(view, rows, settings.monitor_window)
+    return Response(forecast_answer(view, records, snapshot.monitor_window).model_dump_json(), media_type=JSON)
 
 
 @models.get("/models/{ticker}", response_model=Models)
@@ -656,7 +665,7 @@ async def metrics(request: Request) -> Response:
     "Prometheus metrics: requests (rate, latency, status) and the stockops gauges."
     return metrics_answer(request.app)
 
-# %% ../nbs/70_api.ipynb #b343ff8f
+# %% ../nbs/70_api.ipynb #4bfa1f66
 def check_binding(settings: Settings, host: str | None = None) -> None:
     "Refuse a non-loopback address without `api_token`: `BadInput`."
     import ipaddress
@@ -677,7 +686,7 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
     from fastapi.exceptions import RequestValidationError
     from fastapi.staticfiles import StaticFiles
     from prometheus_client import CollectorRegistry
-    from prometheus_fastapi_instrumentator import Instrumentator
+    from prometheus_fastapi_instrumentator import Instrumentator, metrics
 
     settings = settings or load_settings()
     check_binding(settings)
@@ -717,7 +726,11 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
     app.state.registry = CollectorRegistry()
     app.state.stockops_registry = CollectorRegistry()
     app.state.stockops_registry.register(StockopsCollector(state))
-    Instrumentator(registry=app.state.registry, excluded_handlers=["/metrics"]).instrument(app)
+    instrumentator = Instrumentator(registry=app.state.registry, excluded_handlers=["/metrics", "/reports"])
+    buckets = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, float("inf"))
+    instrumentator.add(metrics.requests(registry=app.state.registry),  # rate and error rate per handler and status
+                       metrics.latency(registry=app.state.registry, buckets=buckets, should_include_status=False))  # fmt: skip
+    instrumentator.instrument(app)
     return app
 
 

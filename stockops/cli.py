@@ -15,7 +15,7 @@ from .config import BadInput, load_settings, parse_date
 
 # %% auto #0
 __all__ = ['app', 'Tickers', 'AsOf', 'Experiment', 'config', 'ingest', 'status', 'train', 'forecast', 'models', 'run', 'drift',
-           'replay', 'schedule', 'main']
+           'replay', 'schedule', 'serve', 'dashboard', 'up', 'main']
 
 # %% ../nbs/80_cli.ipynb #44462402
 app = typer.Typer(
@@ -178,7 +178,7 @@ def status(
             return
         Console(width=160).print(_table(frame, title=f"price store: {settings.prices_dir}"))
 
-# %% ../nbs/80_cli.ipynb #8dcb2c40
+# %% ../nbs/80_cli.ipynb #7dbfabc8
 def _tickers_or_universe(tickers: str | None, settings) -> list[str]:
     from stockops.config import parse_tickers
 
@@ -211,8 +211,14 @@ def train(
     force: Annotated[
         bool, typer.Option("--force", help="retrain even if the champion is current (same as-of, same experiment)")
     ] = False,
+    flow: Annotated[
+        bool, typer.Option("--flow", help="run the Prefect training flow (executed notebooks in reports/train/)")
+    ] = False,
+    run_id: Annotated[str | None, typer.Option(help="with --flow: record progress as this API run id")] = None,
 ):
     "Backtest every candidate and naive on identical walk-forward folds, log to MLflow, register, gate the champion."
+    if flow:
+        return _train_flow(tickers, as_of, force, run_id)
     with _exit_codes():
         from rich.console import Console
 
@@ -363,7 +369,7 @@ def models(
             show["time"] = show["time"].str[:19]
             console.print(_table(show.round(4), title="promotion history"))
 
-# %% ../nbs/80_cli.ipynb #68575be7
+# %% ../nbs/80_cli.ipynb #d809851c
 def _prefect_environment(settings) -> None:
     "Point Prefect at the workspace (home under the data directory, patient temporary server) before it is imported."
     import os
@@ -371,6 +377,42 @@ def _prefect_environment(settings) -> None:
     (settings.data_dir / "prefect").mkdir(parents=True, exist_ok=True)
     for key, value in settings.prefect_env().items():
         os.environ.setdefault(key, value)
+
+
+def _train_flow(tickers: str | None, as_of: str | None, force: bool, run_id: str | None) -> None:
+    "The training flow through Prefect; with a run id, its record in <data_dir>/runs/ follows it (POST /train starts this)."
+    from stockops.prices import utc_now
+
+    settings = load_settings()
+
+    def record(**fields):
+        if run_id:
+            from stockops.api import record_run
+
+            record_run(settings, run_id, **fields)
+
+    record(status="running", started_at=str(utc_now()))
+    try:
+        with _exit_codes():
+            day = parse_date(as_of, "as-of")
+            symbols = _tickers_or_universe(tickers, settings)
+            _prefect_environment(settings)
+            from stockops.pipeline import load_flow
+
+            state = load_flow(settings, "train")(as_of="" if day is None else str(day), tickers=",".join(symbols),
+                                                 force=force, overrides=settings.overrides(), return_state=True)  # fmt: skip
+            flow_run_id = str(state.state_details.flow_run_id)
+            if not state.is_completed():
+                record(status="failed", finished_at=str(utc_now()), flow_run_id=flow_run_id, message=str(state.message))
+                raise RuntimeError(f"training flow {state.type.value.lower()}: {state.message}")
+            summary = state.result()
+            record(status="completed", finished_at=str(utc_now()), flow_run_id=flow_run_id, result=summary)
+            for ticker, result in summary["results"].items():
+                print(f"{ticker}: {result.get('decision', result)}", flush=True)
+    except typer.Exit as stop:
+        if stop.exit_code:
+            record(status="failed", finished_at=str(utc_now()))
+        raise
 
 
 @app.command()
@@ -488,66 +530,215 @@ def replay(
         console.print(f"retraining events under the policy: {len(events)}; report: {result.report}", highlight=False)
 
 
+@contextmanager
+def _prefect_server(settings, port: int):
+    "A Prefect server on 127.0.0.1:port (reused when one answers there), its URL in PREFECT_API_URL; stopped on exit if started here."
+    import os
+    import subprocess
+    import sys
+
+    _prefect_environment(settings)
+    url = settings.prefect_api_url or f"http://127.0.0.1:{port}/api"
+    os.environ["PREFECT_API_URL"] = url
+    server = None
+    if not _answers(f"{url}/health"):
+        log_path = settings.data_dir / "prefect" / "server.log"
+        with open(log_path, "ab") as log:
+            server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                                      stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())  # fmt: skip
+        _stderr().print(f"starting the Prefect server on {url} (about 25 s; log: {log_path})")
+        _wait_for(f"{url}/health", server, log_path)
+    try:
+        yield url
+    finally:
+        _stop(server)
+
+
+def _answers(url: str) -> bool:
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(url, timeout=2)
+        return True
+    except OSError:
+        return False
+
+
+def _wait_for(url: str, process, log_path, seconds: int = 120) -> None:
+    "Wait until `url` answers; fail when the process exits or time runs out."
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not _answers(url):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not come up; see {log_path}")
+        time.sleep(0.5)
+
+
+def _stop(process) -> None:
+    import subprocess
+
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _deployments(settings):
+    "The daily flow and the periodic retraining as Prefect deployments on their cron schedules."
+    from prefect.schedules import Cron
+
+    from stockops.pipeline import load_flow
+
+    overrides, zone = settings.overrides(), settings.schedule_timezone
+    daily = load_flow(settings, "daily").to_deployment(
+        name="daily", schedule=Cron(settings.daily_cron, timezone=zone), parameters={"overrides": overrides}
+    )
+    retrain = load_flow(settings, "train").to_deployment(
+        name="periodic-retrain", schedule=Cron(settings.retrain_cron, timezone=zone),
+        parameters={"overrides": overrides, "force": True})  # fmt: skip
+    return daily, retrain
+
+
 @app.command()
 def schedule(
-    port: Annotated[int, typer.Option(help="port of the Prefect server started on 127.0.0.1")] = 4200,
+    port: Annotated[
+        int | None, typer.Option(help="port of the Prefect server started on 127.0.0.1 (default: prefect_ui_port)")
+    ] = None,
 ):
     "Start a Prefect server on 127.0.0.1 and serve the daily flow and the periodic retraining on their cron schedules (Ctrl-C stops)."
     with _exit_codes():
+        settings = load_settings()
+        with _prefect_server(settings, port or settings.prefect_ui_port) as url:
+            from prefect import serve
+
+            print(f"serving daily ({settings.daily_cron}) and periodic-retrain ({settings.retrain_cron}), "
+                  f"{settings.schedule_timezone}; Prefect UI: {url.removesuffix('/api')}", flush=True)  # fmt: skip
+            serve(*_deployments(settings))
+
+# %% ../nbs/80_cli.ipynb #36277ff2
+@app.command()
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="address to bind (default: api_host); not loopback needs api_token")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="port (default: api_port)")] = None,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
+):
+    "Serve the REST API (OpenAPI at /docs, Prometheus metrics at /metrics)."
+    with _exit_codes():
         import os
-        import subprocess
-        import sys
-        import time
-        import urllib.request
+        import tempfile
 
         settings = load_settings()
-        _prefect_environment(settings)
-        url = settings.prefect_api_url or f"http://127.0.0.1:{port}/api"
-        os.environ["PREFECT_API_URL"] = url
-        server = None
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2)
-        except OSError:
-            log = open(settings.data_dir / "prefect" / "server.log", "ab")
-            server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                                      stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())  # fmt: skip
-            _stderr().print(
-                f"starting the Prefect server on {url} (about 25 s; log: {settings.data_dir / 'prefect' / 'server.log'})"
-            )
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    urllib.request.urlopen(f"{url}/health", timeout=2)
-                    break
-                except OSError:
-                    if server.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(
-                            f"the Prefect server did not start; see {settings.data_dir / 'prefect' / 'server.log'}"
-                        ) from None
-                    time.sleep(1)
-        try:
-            from prefect import serve
-            from prefect.schedules import Cron
+        host, port = host or settings.api_host, port or settings.api_port
+        if workers < 1:
+            raise BadInput(f"--workers must be at least 1, got {workers}")
+        from stockops.api import check_binding
 
-            from stockops.pipeline import load_flow
+        check_binding(settings, host)
+        os.environ["STOCKOPS_API_HOST"] = host  # the workers' factory checks the binding again
+        if workers > 1:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="stockops-metrics-")
+            for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+                os.environ.setdefault(name, "1")
+        import uvicorn
 
-            overrides = settings.overrides()
-            zone = settings.schedule_timezone
-            daily = load_flow(settings, "daily").to_deployment(
-                name="daily", schedule=Cron(settings.daily_cron, timezone=zone), parameters={"overrides": overrides}
-            )
-            retrain = load_flow(settings, "train").to_deployment(
-                name="periodic-retrain", schedule=Cron(settings.retrain_cron, timezone=zone),
-                parameters={"overrides": overrides, "force": True})  # fmt: skip
-            print(f"serving daily ({settings.daily_cron}) and periodic-retrain ({settings.retrain_cron}), {zone}; "
-                  f"Prefect UI: {url.removesuffix('/api')}", flush=True)  # fmt: skip
-            serve(daily, retrain)
-        finally:
-            if server is not None:
-                server.terminate()
-                server.wait(timeout=30)
+        print(f"stockops API on http://{host}:{port} (docs: /docs, metrics: /metrics), {workers} worker(s)", flush=True)
+        uvicorn.run("stockops.api:serve_app", factory=True, host=host, port=port, workers=workers,
+                    log_level="warning", access_log=False)  # fmt: skip
 
-# %% ../nbs/80_cli.ipynb #7ecede88
+
+def _voila_command(settings, port: int, token: str | None) -> list[str]:
+    import sys
+
+    folder = settings.dashboards_dir
+    if not folder.is_dir():
+        raise BadInput(f"no dashboards folder {folder} (setting dashboards_dir)")
+    return [sys.executable, "-m", "voila", str(folder), "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1",
+            "--strip_sources=True", "--show_tracebacks=False",
+            "--MappingKernelManager.cull_idle_timeout=300", "--MappingKernelManager.cull_interval=60",
+            "--MappingKernelManager.cull_connected=False", f"--token={token or ''}"]  # fmt: skip
+
+
+@app.command()
+def dashboard(
+    port: Annotated[int | None, typer.Option(help="port on 127.0.0.1 (default: dashboard_port)")] = None,
+    token: Annotated[str | None, typer.Option(help="require this token (?token=...); default: none")] = None,
+):
+    "Serve the Voila dashboards (forecast, monitor) on 127.0.0.1: sources stripped, tracebacks hidden, idle kernels culled."
+    with _exit_codes():
+        import subprocess
+
+        settings = load_settings()
+        port = port or settings.dashboard_port
+        command = _voila_command(settings, port, token)
+        query = f"?token={token}" if token else ""
+        print(f"dashboards: http://127.0.0.1:{port}/voila/render/forecast.ipynb{query} and "
+              f"http://127.0.0.1:{port}/voila/render/monitor.ipynb{query}", flush=True)  # fmt: skip
+        raise typer.Exit(subprocess.call(command))
+
+
+@app.command()
+def up(
+    no_run: Annotated[bool, typer.Option("--no-run", help="serve without running the daily flow first")] = False,
+):
+    "Bring the workspace up: Prefect server, the daily flow, then the API, dashboards, MLflow UI and the schedules (Ctrl-C stops all)."
+    with _exit_codes():
+        import subprocess
+        import sys
+
+        settings = load_settings()
+        from stockops.api import check_binding
+
+        check_binding(settings)
+        logs = settings.data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        with _prefect_server(settings, settings.prefect_ui_port) as url:
+            if not no_run:
+                run(as_of=None, tickers=None, source=settings.source, path="")
+            host = settings.api_host
+            services = {
+                "API": ([sys.executable, "-m", "stockops.cli", "serve"], f"http://{host}:{settings.api_port}/health"),
+                "dashboards": (_voila_command(settings, settings.dashboard_port, None),
+                               f"http://127.0.0.1:{settings.dashboard_port}/voila/static/voila.js"),
+                "MLflow UI": ([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", settings.tracking_uri,
+                               "--host", "127.0.0.1", "--port", str(settings.mlflow_ui_port)],
+                              f"http://127.0.0.1:{settings.mlflow_ui_port}/health"),
+            }  # fmt: skip
+            started = {}
+            try:
+                for name, (command, _health) in services.items():
+                    with open(logs / f"{name.split()[0].lower()}.log", "ab") as log:
+                        started[name] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+                for name, (_, health) in services.items():
+                    _wait_for(health, started[name], logs)
+                base = url.removesuffix("/api")
+                print("\nthe workspace is up (Ctrl-C stops everything):", flush=True)
+                for line in (f"  API          http://{host}:{settings.api_port}/docs",
+                             f"  forecast     http://127.0.0.1:{settings.dashboard_port}/voila/render/forecast.ipynb",
+                             f"  monitor      http://127.0.0.1:{settings.dashboard_port}/voila/render/monitor.ipynb",
+                             f"  MLflow UI    http://127.0.0.1:{settings.mlflow_ui_port}",
+                             f"  Prefect UI   {base}", f"  metrics      http://{host}:{settings.api_port}/metrics",
+                             f"  logs         {logs}"):  # fmt: skip
+                    print(line, flush=True)
+                from prefect import serve as serve_deployments
+
+                serve_deployments(*_deployments(settings))
+            except KeyboardInterrupt:
+                pass
+            finally:
+                for process in started.values():
+                    _stop(process)
+                print("stopped: API, dashboards, MLflow UI, Prefect server", flush=True)
+
+# %% ../nbs/80_cli.ipynb #13d6955c
 def main():
     "Entry point of the `stockops` console script."
     app(prog_name="stockops")
+
+
+if __name__ == "__main__":  # `python -m stockops.cli` (how the API starts training runs)
+    main()

@@ -137,7 +137,7 @@ def _tickers(text: str) -> tuple[str, ...]:
 
 SOURCES = ("sample", "yahoo", "csv")
 
-# %% ../nbs/00_config.ipynb #7f55a719
+# %% ../nbs/00_config.ipynb #f79a858a
 @dataclass(frozen=True)
 class Key:
     "One setting: its default (as written in settings.ini), parser and meaning."
@@ -191,12 +191,13 @@ KEYS: dict[str, Key] = {
     "api_port": Key("8000", _positive_int, "port of the API"),
     "api_token": Key("", _text, "bearer token for POST /train; empty disables training over the API"),
     "api_refresh_seconds": Key("2", _positive_int, "how often the API looks for new forecasts and champions"),
+    "dashboards_dir": Key("nbs/dashboards", Path, "the Voila dashboards (forecast, monitor)", is_path=True),
     "dashboard_port": Key("8866", _positive_int, "port of the Voila dashboards"),
     "mlflow_ui_port": Key("5000", _positive_int, "port of the MLflow UI that `make run` starts"),
     "prefect_ui_port": Key("4200", _positive_int, "port of the Prefect server and UI"),
 }
 
-# %% ../nbs/00_config.ipynb #a26bdf7b
+# %% ../nbs/00_config.ipynb #023107e4
 @dataclass(frozen=True)
 class Settings:
     "Resolved settings; `origins` says where each value came from."
@@ -232,6 +233,7 @@ class Settings:
     api_port: int
     api_token: str
     api_refresh_seconds: int
+    dashboards_dir: Path
     dashboard_port: int
     mlflow_ui_port: int
     prefect_ui_port: int

@@ -17,7 +17,8 @@ from .prices import PriceStore, require_prices, utc_now, write_parquet_atomic
 from .tracking import CHAMPION, champion_version, mlflow_client
 
 # %% auto #0
-__all__ = ['FORECAST_KEY', 'load_champion', 'forecast_rows', 'forecast', 'append_predictions', 'prediction_log']
+__all__ = ['FORECAST_KEY', 'load_champion', 'forecast_records', 'forecast_rows', 'forecast', 'append_predictions',
+           'prediction_log']
 
 # %% ../nbs/41_forecast.ipynb #26f679b1
 _LOADED: dict[tuple[str, str, str], object] = {}  # (tracking uri, model, version) -> pyfunc, loaded once per process
@@ -36,33 +37,43 @@ def load_champion(ticker: str, settings: Settings):
         _LOADED[key] = mlflow.pyfunc.load_model(f"models:/{version.name}@{CHAMPION}")
     return _LOADED[key], version
 
-# %% ../nbs/41_forecast.ipynb #cba9a12e
-def forecast_rows(
+# %% ../nbs/41_forecast.ipynb #1b4c0267
+def forecast_records(
     ticker: str,
-    features: pd.DataFrame,  # one feature row, indexed by its day (the as-of day)
+    day: pd.Timestamp,  # the as-of day
+    X: np.ndarray,  # its feature row (1 x features, in the forecaster's order)
+    daily_sigma: float,  # its EWMA daily volatility
     last_close: float,  # that day's close: prices are last_close * exp(log return)
     forecaster,  # the champion's `Forecaster`
     version,  # its ModelVersion (name, version, run_id)
     calendar_code: str,  # exchange calendar for the target dates
     horizons: list[int] | None = None,  # default: every horizon of the forecaster
-) -> pd.DataFrame:
-    "One row per horizon in price space: target date, forecast, 80/90% intervals, family, model version and run id."
-    raw = forecaster.predict(features)
-    if horizons is not None:
-        raw = raw[raw["horizon"].isin(horizons)]
-    day = features.index[-1]
-    result = pd.DataFrame({
-        "ticker": ticker, "as_of": day, "horizon": raw["horizon"].astype(int).to_numpy(),
-        "target_date": [add_trading_days(calendar_code, day, int(h)) for h in raw["horizon"]],
-        "last_close": last_close, "forecast": last_close * np.exp(raw["log_return"].to_numpy()),
-    })  # fmt: skip
-    for column in [c for c in raw.columns if c.startswith(("lower_", "upper_"))]:
-        result[column] = last_close * np.exp(raw[column].to_numpy())
-    result["log_return"], result["sigma"] = raw["log_return"].to_numpy(), raw["sigma"].to_numpy()
-    result["family"] = result["horizon"].map(forecaster.families())
-    result["model"], result["model_version"], result["run_id"] = version.name, str(version.version), version.run_id
-    result["created_at"] = utc_now()
-    return result
+) -> list[dict]:
+    "One record per horizon in price space: target date, forecast, 80/90% intervals, family, model version and run id."
+    raw = forecaster.predict_arrays(X, np.array([daily_sigma]), horizons)
+    families, created = forecaster.families(), utc_now()
+    records = []
+    for horizon, columns in raw.items():
+        record = {"ticker": ticker, "as_of": day, "horizon": int(horizon),
+                  "target_date": add_trading_days(calendar_code, day, int(horizon)), "last_close": last_close,
+                  "forecast": last_close * float(np.exp(columns["log_return"][0]))}  # fmt: skip
+        for name in [c for c in columns if c.startswith(("lower_", "upper_"))]:
+            record[name] = last_close * float(np.exp(columns[name][0]))
+        record |= {"log_return": float(columns["log_return"][0]), "sigma": float(columns["sigma"][0]),
+                   "family": families[horizon], "model": version.name, "model_version": str(version.version),
+                   "run_id": version.run_id, "created_at": created}  # fmt: skip
+        records.append(record)
+    return records
+
+
+def forecast_rows(ticker: str, features: pd.DataFrame, last_close: float, forecaster, version, calendar_code: str,
+                  horizons: list[int] | None = None) -> pd.DataFrame:  # fmt: skip
+    "`forecast_records` for the last row of a feature frame, as a DataFrame."
+    row = features.iloc[[-1]]
+    X = row[forecaster.feature_names].to_numpy(dtype="float64")
+    records = forecast_records(ticker, row.index[-1], X, float(row["vol_ewma"].iloc[0]), last_close, forecaster, version,
+                               calendar_code, horizons)  # fmt: skip
+    return pd.DataFrame(records)
 
 # %% ../nbs/41_forecast.ipynb #f587db71
 FORECAST_KEY = ["ticker", "as_of", "horizon", "model_version"]

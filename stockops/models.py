@@ -95,7 +95,7 @@ def make_model(family: str, **params) -> BaseEstimator:
         raise ValueError(f"unknown model family {family!r}; known: {', '.join(MODEL_FACTORIES)}")
     return factory(**params)
 
-# %% ../nbs/30_models.ipynb #0b009ad5
+# %% ../nbs/30_models.ipynb #68ecd484
 @dataclass
 class HorizonModel:
     "The model and interval calibration for one horizon."
@@ -134,14 +134,26 @@ class Forecaster:
         X = features[self.feature_names].to_numpy(dtype="float64")
         daily_sigma = features["vol_ewma"].to_numpy(dtype="float64")
         rows = []
-        for horizon in self.horizons:
+        for horizon, columns in self.predict_arrays(X, daily_sigma).items():
+            rows.append(pd.DataFrame({"date": features.index, "horizon": horizon, **columns}))
+        return pd.concat(rows, ignore_index=True)
+
+    def predict_arrays(
+        self,
+        X: np.ndarray,  # feature rows, columns in `feature_names` order
+        daily_sigma: np.ndarray,  # each row's EWMA daily volatility (`vol_ewma`)
+        horizons: list[int] | None = None,  # default: all
+    ) -> dict[int, dict[str, np.ndarray]]:
+        "The numpy core of `predict` (no DataFrames: what serving calls per request): per horizon, log_return, sigma, lower_/upper_<level>."
+        answer = {}
+        for horizon in horizons or self.horizons:
             model = self.models[horizon]
             point = model.estimator.predict(X)
             sigma = daily_sigma * np.sqrt(horizon) if model.interval_method == "ewma" else np.ones(len(X))
-            frame = pd.DataFrame({"date": features.index, "horizon": horizon, "log_return": point, "sigma": sigma})
+            columns = {"log_return": point, "sigma": sigma}
             for level, quantile in sorted(model.quantiles.items()):
                 tag = f"{round(level * 100)}"
-                frame[f"lower_{tag}"] = point - quantile * sigma
-                frame[f"upper_{tag}"] = point + quantile * sigma
-            rows.append(frame)
-        return pd.concat(rows, ignore_index=True)
+                columns[f"lower_{tag}"] = point - quantile * sigma
+                columns[f"upper_{tag}"] = point + quantile * sigma
+            answer[horizon] = columns
+        return answer

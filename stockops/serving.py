@@ -127,7 +127,7 @@ def live_verdict(model: str, horizon: int, live: dict | None, window_days: int) 
             f"MAE {live['live_mae']:.4f} vs {live['naive_mae']:.4f} on {live['n']} realised forecasts; "
             f"90% interval coverage {live['coverage_90']:.0%}.")  # fmt: skip
 
-# %% ../nbs/65_serving.ipynb #0a9d820d
+# %% ../nbs/65_serving.ipynb #773001a7
 @dataclass(frozen=True)
 class TickerView:
     "Everything served about one ticker, read once per snapshot."
@@ -186,7 +186,20 @@ class TickerView:
         "Feature rows of the whole stored history (no look-ahead: each row uses data up to its day only)."
         return make_features(self.history, self.index_history)
 
-# %% ../nbs/65_serving.ipynb #f2643db0
+    @cached_property
+    def _matrices(self) -> dict:
+        return {}
+
+    def feature_matrix(self, names: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        "(days, feature rows in `names` order, EWMA daily volatility) as numpy arrays, built once per snapshot."
+        key = tuple(names)
+        if key not in self._matrices:
+            features = self.features
+            self._matrices[key] = (features.index.to_numpy(), features[list(names)].to_numpy(dtype="float64"),
+                                   features["vol_ewma"].to_numpy(dtype="float64"))  # fmt: skip
+        return self._matrices[key]
+
+# %% ../nbs/65_serving.ipynb #015c6cba
 _log = logging.getLogger("stockops.serving")
 
 
@@ -208,6 +221,7 @@ class Snapshot:
     fingerprint: tuple
     built_at: pd.Timestamp
     views: dict[str, TickerView]
+    monitor_window: int = 63  # the trading days live error is measured over
     cache: dict = field(default_factory=dict, compare=False)  # serialized answers, built at most once per snapshot
 
     def view(self, ticker: str) -> TickerView | None:
@@ -241,7 +255,7 @@ def load_snapshot(settings: Settings) -> Snapshot:
             histories.get(index) if index and index != ticker else None,
             int(champion.get("recent_window_days") or 252) if champion else 252,
         )  # fmt: skip
-    return Snapshot(fingerprint, utc_now(), views)
+    return Snapshot(fingerprint, utc_now(), views, settings.monitor_window)
 
 # %% ../nbs/65_serving.ipynb #9b4263a4
 class ServingState:

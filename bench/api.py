@@ -1,0 +1,196 @@
+"""Benchmark: the API's two forecast paths against a bare FastAPI endpoint and MLflow's scoring server, in one run.
+
+Setup (not timed): a temporary workspace with the bundled AAPL and S&P 500 prices, AAPL trained (baseline experiment)
+as of 2013-01-31 and forecast for that day. Then, one after another on the same machine, one uvicorn worker each:
+  forecast  - GET /forecast/AAPL of `stockops serve` (the latest logged forecast with its evidence, from memory)
+  predict   - POST /predict {"ticker": "AAPL", "as_of": "2013-01-15"} (the champion forecasting on demand)
+  bare      - GET /constant of a plain FastAPI app returning {"ok": true} (the ceiling)
+  same-stack- GET /constant added to the stockops app (the ceiling with its middleware: request metrics)
+  mlflow    - POST /invocations of `mlflow models serve --env-manager local` scoring the same champion on one feature row
+All servers run at once; load: wrk, 1 thread, 32 connections, DURATION seconds per endpoint, in 3 interleaved rounds after
+a warm-up; the median round counts. Prints req/s, p50, p99 and the ratios.
+Targets: forecast >= 0.8x bare and >= 25x mlflow; predict >= 3x mlflow with p99 < 100 ms.
+
+    apt-get install wrk   # once
+    .venv/bin/python bench/api.py [DURATION]
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+AS_OF, PREDICT_DAY = "2013-01-31", "2013-01-15"
+PORTS = {"forecast": 8301, "bare": 8302, "same-stack": 8303, "mlflow": 8304}
+CONNECTIONS = 32
+ROUNDS = 3
+
+
+def bare_app():
+    "A plain FastAPI app with one constant endpoint: the ceiling."
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.get("/constant")
+    async def constant():
+        return {"ok": True}
+
+    return app
+
+
+def same_stack_app():
+    "The stockops app with a constant endpoint: the ceiling under the same middleware."
+    from stockops.api import serve_app
+
+    app = serve_app()
+
+    @app.get("/constant")
+    async def constant():
+        return {"ok": True}
+
+    return app
+
+
+def wait(url: str, process: subprocess.Popen, seconds: int = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except urllib.error.HTTPError:
+            return  # it answers (405 for a GET on a POST route)
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"{url} did not come up") from None
+            time.sleep(0.5)
+
+
+def wrk(url: str, seconds: int, body: dict | None = None) -> dict:
+    "req/s, p50 and p99 (ms) and non-2xx count from one wrk run."
+    command = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", url]
+    script = None
+    if body is not None:
+        script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
+        script.write(f'wrk.method = "POST"\nwrk.body = {json.dumps(json.dumps(body))}\n'
+                     'wrk.headers["Content-Type"] = "application/json"\n')  # fmt: skip
+        script.close()
+        command[1:1] = ["-s", script.name]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    if script is not None:
+        os.unlink(script.name)
+
+    def latency(label: str) -> float:
+        value, unit = re.search(rf"{label}\s+([\d.]+)(us|ms|s)", output).groups()
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)), "p50": latency("50%"),
+            "p99": latency("99%"), "errors": int(errors.group(1)) if errors else 0}  # fmt: skip
+
+
+def main() -> None:
+    seconds = int(sys.argv[1]) if len(sys.argv) > 1 else 10
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is needed: apt-get install wrk")
+    root = Path(tempfile.mkdtemp(prefix="stockops-bench-api-"))
+    env = {**os.environ, "STOCKOPS_DATA_DIR": str(root / "data"), "STOCKOPS_REPORTS_DIR": str(root / "reports"),
+           "STOCKOPS_API_REFRESH_SECONDS": "60", "PYTHONPATH": str(REPO / "bench")}  # fmt: skip
+    python = sys.executable
+    print(f"workspace {root}: ingest, train AAPL as of {AS_OF} (baseline experiment), forecast ...", flush=True)
+    setup = f"""
+from stockops.config import load_settings
+from stockops.features import make_features
+from stockops.forecast import forecast
+from stockops.ingest import ingest
+from stockops.prices import PriceStore
+from stockops.tracking import train_ticker
+import json
+settings = load_settings()
+ingest("sample", "AAPL,^GSPC", end="{AS_OF}", settings=settings)
+result = train_ticker("AAPL", "{AS_OF}", settings=settings)
+forecast("AAPL", "{AS_OF}", settings)
+store = PriceStore.from_settings(settings)
+row = make_features(store.load("AAPL", end="{PREDICT_DAY}"), store.load("^GSPC", end="{PREDICT_DAY}")).iloc[[-1]]
+print(json.dumps({{"families": result.families, "tracking": settings.tracking_uri,
+                  "row": json.loads(row.to_json(orient="split", date_format="iso"))}}))
+"""
+    prepared = json.loads(subprocess.run([python, "-c", setup], env=env, cwd=REPO, capture_output=True, text=True,
+                                         check=True).stdout.strip().splitlines()[-1])  # fmt: skip
+    print(f"champion families by horizon: {prepared['families']}", flush=True)
+    split = prepared["row"]
+    invocation = {"dataframe_split": {"columns": split["columns"], "data": split["data"]}}
+    servers = {
+        "forecast": [python, "-m", "stockops.cli", "serve", "--port", str(PORTS["forecast"])],
+        "bare": [python, "-m", "uvicorn", "api:bare_app", "--factory", "--port", str(PORTS["bare"]),
+                 "--log-level", "warning", "--no-access-log"],
+        "same-stack": [python, "-m", "uvicorn", "api:same_stack_app", "--factory", "--port", str(PORTS["same-stack"]),
+                       "--log-level", "warning", "--no-access-log"],
+        "mlflow": [python, "-m", "mlflow", "models", "serve", "-m", "models:/stockops-aapl@champion", "--env-manager",
+                   "local", "--host", "127.0.0.1", "--port", str(PORTS["mlflow"])],
+    }  # fmt: skip
+    env_mlflow = {**env, "MLFLOW_TRACKING_URI": prepared["tracking"],  # it execs `uvicorn` from PATH
+                  "PATH": f"{Path(python).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # fmt: skip
+    loads = {
+        "GET /forecast/AAPL": ("forecast", "/forecast/AAPL", None),
+        "POST /predict": ("forecast", "/predict", {"ticker": "AAPL", "as_of": PREDICT_DAY}),
+        "bare FastAPI constant": ("bare", "/constant", None),
+        "constant, stockops stack": ("same-stack", "/constant", None),
+        "mlflow models serve": ("mlflow", "/invocations", invocation),
+    }
+    processes = {name: subprocess.Popen(command, env=env_mlflow if name == "mlflow" else env, cwd=REPO,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                 for name, command in servers.items()}  # fmt: skip
+    health = {"forecast": "/health", "bare": "/constant", "same-stack": "/constant", "mlflow": "/ping"}
+    samples: dict[str, list[dict]] = {name: [] for name in loads}
+    try:
+        for name, process in processes.items():
+            wait(f"http://127.0.0.1:{PORTS[name]}{health[name]}", process)
+        for target, path, body in loads.values():
+            wrk(f"http://127.0.0.1:{PORTS[target]}{path}", 2, body)  # warm-up: champion loaded, caches filled
+        for round_ in range(1, ROUNDS + 1):  # interleaved rounds: drift of the machine hits every endpoint alike
+            for name, (target, path, body) in loads.items():
+                sample = wrk(f"http://127.0.0.1:{PORTS[target]}{path}", seconds, body)
+                samples[name].append(sample)
+                print(f"  round {round_} {name:<26} {sample['rps']:>8.0f} req/s  p50 {sample['p50']:7.2f} ms  "
+                      f"p99 {sample['p99']:7.2f} ms  non-2xx {sample['errors']}", flush=True)  # fmt: skip
+    finally:
+        for process in processes.values():
+            process.terminate()
+            process.wait(timeout=30)
+    results = {name: {key: sorted(s[key] for s in runs)[len(runs) // 2] for key in ("rps", "p50", "p99")}
+               | {"errors": sum(s["errors"] for s in runs)} for name, runs in samples.items()}  # fmt: skip
+    forecast, predict = results["GET /forecast/AAPL"], results["POST /predict"]
+    bare, stack, scoring = (
+        results["bare FastAPI constant"],
+        results["constant, stockops stack"],
+        results["mlflow models serve"],
+    )
+    print(f"\nmedian of {ROUNDS} interleaved rounds of wrk -t1 -c{CONNECTIONS} -d{seconds}s; one uvicorn worker per server, "
+          f"{os.cpu_count()} cores")  # fmt: skip
+    print(f"{'endpoint':<28}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}")
+    for name, row in results.items():
+        print(f"{name:<28}{row['rps']:>9.0f}{row['p50']:>9.2f}{row['p99']:>9.2f}{row['errors']:>9}")
+    checks = [
+        ("/forecast vs bare FastAPI", forecast["rps"] / bare["rps"], 0.8),
+        ("/forecast vs constant on the stockops stack", forecast["rps"] / stack["rps"], 0.8),
+        ("/forecast vs mlflow scoring", forecast["rps"] / scoring["rps"], 25),
+        ("/predict vs mlflow scoring", predict["rps"] / scoring["rps"], 3),
+    ]
+    print("\nratio                                          measured  target")
+    for label, ratio, target in checks:
+        print(f"{label:<47}{ratio:>8.2f}x  >= {target}x  {'met' if ratio >= target else 'NOT met'}")
+    print(f"/predict p99                                   {predict['p99']:>7.1f} ms  < 100 ms  "
+          f"{'met' if predict['p99'] < 100 else 'NOT met'}")  # fmt: skip
+    shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
