@@ -618,7 +618,7 @@ def schedule(
                   f"{settings.schedule_timezone}; Prefect UI: {url.removesuffix('/api')}", flush=True)  # fmt: skip
             serve(*_deployments(settings))
 
-# %% ../nbs/80_cli.ipynb #36277ff2
+# %% ../nbs/80_cli.ipynb #c7ae1d98
 @app.command()
 def serve(
     host: Annotated[
@@ -652,8 +652,12 @@ def serve(
 
 
 def _voila_command(settings, port: int, token: str | None) -> list[str]:
+    "Voila on the dashboards folder; its kernels start there, so they are told which settings file this workspace uses."
+    import os
     import sys
 
+    if settings.file is not None:
+        os.environ["STOCKOPS_SETTINGS"] = str(settings.file.resolve())
     folder = settings.dashboards_dir
     if not folder.is_dir():
         raise BadInput(f"no dashboards folder {folder} (setting dashboards_dir)")
@@ -734,11 +738,11 @@ def up(
                     _stop(process)
                 print("stopped: API, dashboards, MLflow UI, Prefect server", flush=True)
 
-# %% ../nbs/80_cli.ipynb #13d6955c
+# %% ../nbs/80_cli.ipynb #3d3d97f9
 def main():
     "Entry point of the `stockops` console script."
     app(prog_name="stockops")
 
-
+# %% ../nbs/80_cli.ipynb #85a7e5ac
 if __name__ == "__main__":  # `python -m stockops.cli` (how the API starts training runs)
     main()

@@ -1,0 +1,340 @@
+"""The API as real uvicorn processes and the dashboards in a real browser, on a workspace built from the bundled data:
+a champion swap under concurrent requests, training started over the API (a real Prefect flow), a real Prometheus
+scraping /metrics, and headless Debian Chromium driven by Playwright loading both Voila dashboards."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import REPO, STOCKOPS
+
+from stockops.config import load_settings
+
+CHROMIUM = Path("/usr/bin/chromium")
+PROMETHEUS = Path("/usr/bin/prometheus")
+QUICK = """name = "quick"
+horizons = []
+index = "^GSPC"
+start = ""
+[splits]
+window = "expanding"
+min_train = 504
+step = 252
+[gate]
+recent_days = 252
+margin = 0.01
+[intervals]
+levels = [0.8, 0.9]
+calibration_window = 1000
+min_calibration = 100
+[models.ridge]
+alpha = 10.0
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def get(url: str, timeout: float = 10, headers: dict | None = None, data: bytes | None = None):
+    "(status, parsed JSON or text) of a request; HTTP errors are answers too."
+    request = urllib.request.Request(url, data=data, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            body, status = response.read(), response.status
+    except urllib.error.HTTPError as error:
+        body, status = error.read(), error.code
+    try:
+        return status, json.loads(body)
+    except ValueError:
+        return status, body.decode()
+
+
+def post(url: str, payload: dict, headers: dict | None = None, timeout: float = 10):
+    return get(url, timeout, {"Content-Type": "application/json", **(headers or {})}, json.dumps(payload).encode())
+
+
+def wait_until(check, seconds: float, what: str, process: subprocess.Popen | None = None):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except OSError:
+            pass
+        if process is not None and process.poll() is not None:
+            raise AssertionError(
+                f"{what}: the process exited with {process.returncode}: {process.stdout.read()[-3000:]}"
+            )
+        time.sleep(0.3)
+    raise AssertionError(f"{what}: not within {seconds} s")
+
+
+class Served:
+    "A workspace built from the bundled data, and the servers started on it."
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("STOCKOPS_", "PREFECT_"))}
+        self.env |= {"STOCKOPS_SETTINGS": str(root / "settings.ini"), "STOCKOPS_API_REFRESH_SECONDS": "1",
+                     "STOCKOPS_RUNBOOKS_DIR": str(REPO / "nbs" / "runbooks"), "STOCKOPS_FLOWS_DIR": str(REPO / "flows"),
+                     "STOCKOPS_DASHBOARDS_DIR": str(REPO / "nbs" / "dashboards"), "NO_COLOR": "1"}  # fmt: skip
+        self.processes: list[subprocess.Popen] = []
+
+    @property
+    def settings(self):
+        return load_settings(self.root / "settings.ini", env={})
+
+    def start(self, *args: str, extra_env: dict | None = None) -> subprocess.Popen:
+        process = subprocess.Popen([str(STOCKOPS), *args], cwd=self.root, env=self.env | (extra_env or {}),
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
+        self.processes.append(process)
+        return process
+
+    def api(self, extra_env: dict | None = None) -> tuple[str, subprocess.Popen]:
+        port = free_port()
+        process = self.start("serve", "--port", str(port), extra_env=extra_env)
+        base = f"http://127.0.0.1:{port}"
+        wait_until(lambda: get(f"{base}/health", 2)[0] == 200, 90, "the API", process)
+        return base, process
+
+    def stop(self):
+        for process in self.processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    "IBM and MSFT trained as of 2012-11-30 (ridge only), forecast every trading day to 2013-01-31, monitored then."
+    from stockops.experiment import load_experiment
+    from stockops.forecast import forecast
+    from stockops.ingest import ingest
+    from stockops.monitor import monitor_ticker
+    from stockops.tracking import train_ticker
+
+    root = tmp_path_factory.mktemp("served")
+    (root / "settings.ini").write_text((REPO / "settings.ini").read_text())
+    (root / "experiments").mkdir()
+    (root / "experiments" / "baseline.toml").write_text(QUICK)
+    space = Served(root)
+    settings = space.settings.replace(runbooks_dir=REPO / "nbs" / "runbooks", flows_dir=REPO / "flows")
+    ingest("sample", "IBM,MSFT,^GSPC", end="2013-01-31", settings=settings)
+    quick = load_experiment(settings=settings)
+    for ticker in ("IBM", "MSFT"):
+        train_ticker(ticker, "2012-11-30", quick, settings)
+        for day in pd.bdate_range("2012-12-03", "2013-01-31"):
+            if day.strftime("%Y-%m-%d") not in ("2012-12-25", "2013-01-01", "2013-01-21"):
+                forecast(ticker, day.date(), settings)
+        monitor_ticker(ticker, "2013-01-31", settings)
+    yield space
+    space.stop()
+
+
+def test_api_process_serves_forecasts_with_evidence(served):
+    base, _ = served.api()
+    status, answer = get(f"{base}/forecast/IBM")
+    assert status == 200
+    assert (answer["as_of"], answer["model_version"]) == ("2013-01-31", "1")
+    assert [h["target_date"] for h in answer["horizons"]] == ["2013-02-01", "2013-02-07", "2013-03-01"]
+    for horizon in answer["horizons"]:
+        assert horizon["live"]["n"] > 0 and horizon["backtest"]["naive_mae"] > 0
+        assert (
+            horizon["lower_90"]
+            < horizon["lower_80"]
+            <= horizon["forecast"]
+            <= horizon["upper_80"]
+            < horizon["upper_90"]
+        )
+    assert get(f"{base}/forecast/TSLA")[0] == 404
+    assert get(f"{base}/forecast/%3Bdrop")[0] == 422
+    assert get(f"{base}/forecast/IBM?horizon=7")[0] == 422
+    status, schema = get(f"{base}/openapi.json")
+    assert status == 200 and {"/forecast/{ticker}", "/predict", "/train", "/runs/{run_id}", "/metrics"} <= set(
+        schema["paths"]
+    )
+
+
+def test_champion_swap_under_concurrent_requests_fails_none(served):
+    "A retrained champion and its forecasts land while 6 clients hammer /forecast and /predict: all answers are 200."
+    from stockops.experiment import load_experiment
+    from stockops.forecast import forecast
+    from stockops.tracking import train_ticker
+
+    base, _ = served.api()
+    statuses, versions, stop = [], set(), threading.Event()
+
+    def hammer(kind: str):
+        while not stop.is_set():
+            if kind == "forecast":
+                status, answer = get(f"{base}/forecast/MSFT", 10)
+            else:
+                status, answer = post(f"{base}/predict", {"ticker": "MSFT", "as_of": "2013-01-30"})
+            statuses.append(status)
+            if status == 200:
+                versions.add((kind, answer["model_version"]))
+
+    clients = [threading.Thread(target=hammer, args=(kind,)) for kind in ["forecast", "predict"] * 3]
+    for client in clients:
+        client.start()
+    try:
+        time.sleep(1)
+        settings = served.settings.replace(runbooks_dir=REPO / "nbs" / "runbooks", flows_dir=REPO / "flows")
+        result = train_ticker("MSFT", "2013-01-31", load_experiment(settings=settings), settings, force=True)
+        assert result.decision.promote, result.decision.reason  # the same spec refit on newer data: a refresh
+        forecast("MSFT", "2013-01-31", settings)
+        wait_until(lambda: ("forecast", result.version) in versions and ("predict", result.version) in versions, 30,
+                   "the new champion served")  # fmt: skip
+    finally:
+        stop.set()
+        for client in clients:
+            client.join(timeout=30)
+    assert len(statuses) > 100
+    assert set(statuses) == {200}, pd.Series(statuses).value_counts().to_dict()
+    assert {("forecast", "1"), ("forecast", result.version), ("predict", "1"), ("predict", result.version)} <= versions
+    assert get(f"{base}/health")[1]["refreshes"] >= 1
+
+
+def test_training_over_the_api_needs_the_token_and_runs_the_flow(served):
+    "POST /train: refused without a token, 202 with it, then a real Prefect training flow that GET /runs/{id} follows."
+    base, _ = served.api(extra_env={"STOCKOPS_API_TOKEN": "s3cret-token"})
+    assert post(f"{base}/train", {"tickers": ["IBM"]})[0] == 401
+    assert post(f"{base}/train", {"tickers": ["IBM"]}, {"Authorization": "Bearer wrong"})[0] == 401
+    assert post(f"{base}/train", {"tickers": ["../x"]}, {"Authorization": "Bearer s3cret-token"})[0] == 422
+    started = time.monotonic()
+    status, run = post(f"{base}/train", {"tickers": ["IBM"]}, {"Authorization": "Bearer s3cret-token"})
+    assert status == 202 and run["status"] == "scheduled" and time.monotonic() - started < 2
+    record = wait_until(lambda: (r := get(f"{base}/runs/{run['run_id']}")[1])["status"] in ("completed", "failed") and r,
+                        300, "the training run")  # fmt: skip
+    log = (served.root / "reports" / "runs" / f"{run['run_id']}.log").read_text()
+    assert record["status"] == "completed", log[-3000:]
+    assert len(record["flow_run_id"]) == 36 and record["result"]["results"]["IBM"]
+    assert list((served.root / "reports" / "train").glob("*/train_forecaster-IBM.ipynb"))  # the executed runbook
+
+
+def test_refuses_a_public_address_without_a_token(served):
+    result = subprocess.run([str(STOCKOPS), "serve", "--host", "0.0.0.0", "--port", str(free_port())], cwd=served.root,
+                            env=served.env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 2
+    assert "refusing to serve on 0.0.0.0 with an empty api_token" in result.stderr
+
+
+def test_prometheus_scrapes_the_stockops_metrics(served, tmp_path):
+    "A real Prometheus scrapes the API; stockops gauges and request metrics answer queries, so do the Grafana panels'."
+    if not PROMETHEUS.exists():
+        pytest.fail("Debian's prometheus is needed: apt-get install prometheus (.ci/run installs it)")
+    base, _ = served.api()
+    for _ in range(5):
+        get(f"{base}/forecast/IBM")
+    check = subprocess.run(["promtool", "check", "config", str(REPO / "monitor" / "prometheus.yml")],
+                           capture_output=True, text=True)  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
+    port = free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        (REPO / "monitor" / "prometheus.yml").read_text().replace("api:8000", base.removeprefix("http://"))
+        .replace("scrape_interval: 15s", "scrape_interval: 1s")
+    )  # fmt: skip
+    prometheus = subprocess.Popen([str(PROMETHEUS), f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                                   f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
+    served.processes.append(prometheus)
+
+    def query(expression: str):
+        status, answer = get(f"http://127.0.0.1:{port}/api/v1/query?query={urllib.request.quote(expression)}", 5)
+        return answer["data"]["result"] if status == 200 else []
+
+    result = wait_until(
+        lambda: query('stockops_champion_version{ticker="IBM"}'), 60, "a scraped stockops metric", prometheus
+    )
+    assert float(result[0]["value"][1]) >= 1
+    ratio = wait_until(lambda: query('stockops_live_mae_ratio{ticker="IBM",horizon="1"}'), 30, "live error vs naive")
+    assert 0.5 < float(ratio[0]["value"][1]) < 2
+    requests = wait_until(lambda: query('sum(http_requests_total{handler="/forecast/{ticker}"})'), 30, "request counts")
+    assert float(requests[0]["value"][1]) >= 5
+    board = json.loads((REPO / "monitor" / "grafana" / "dashboards" / "stockops.json").read_text())
+    expressions = [target["expr"] for panel in board["panels"] for target in panel.get("targets", [])]
+    assert len(expressions) >= 6
+    for expression in expressions:  # every panel's PromQL parses and, but for error rate, has data
+        status, answer = get(f"http://127.0.0.1:{port}/api/v1/query?query={urllib.request.quote(expression)}", 5)
+        assert status == 200 and answer["status"] == "success", (expression, answer)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.fail("headless Chromium is needed: apt-get install chromium (.ci/run installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"],
+        )  # fmt: skip
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def dashboards(served):
+    port = free_port()
+    process = served.start("dashboard", "--port", str(port))
+    wait_until(lambda: get(f"http://127.0.0.1:{port}/voila/static/voila.js", 2)[0] == 200, 90, "Voila", process)
+    return f"http://127.0.0.1:{port}/voila/render"
+
+
+PLOT = "document.querySelector('.js-plotly-plot')"
+
+
+def test_forecast_dashboard_in_chromium(browser, dashboards):
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.goto(f"{dashboards}/forecast.ipynb", timeout=120_000)
+    page.wait_for_function(f"() => {PLOT} && {PLOT}.data && {PLOT}.data[3].x.length == 4", timeout=120_000)
+    names = page.evaluate(f"() => {PLOT}.data.map(trace => trace.name)")
+    assert names == ["price", "90% interval", "80% interval", "forecast", "past forecasts", "past 90% intervals"]
+    assert page.evaluate(f"() => {PLOT}.layout.title.text").startswith("IBM: forecast from the close of 2013-01-31")
+    assert "the naive forecast" in page.inner_text("body")
+    first = page.evaluate(f"() => {PLOT}.data[0].y.slice(-1)[0]")
+    page.select_option("select >> nth=0", "MSFT")
+    page.wait_for_function(f"() => {PLOT}.layout.title.text.startsWith('MSFT')", timeout=60_000)
+    assert page.evaluate(f"() => {PLOT}.data[0].y.slice(-1)[0]") != first  # MSFT's prices now
+    assert page.evaluate(f"() => {PLOT}.data[3].x.length") == 4
+    assert "Traceback" not in page.content()
+    shots = REPO / "reports" / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shots / "forecast-dashboard.png"), full_page=True)
+    assert (shots / "forecast-dashboard.png").stat().st_size > 20_000
+    page.close()
+
+
+def test_monitor_dashboard_in_chromium(browser, dashboards):
+    page = browser.new_page(viewport={"width": 1280, "height": 1400})
+    page.goto(f"{dashboards}/monitor.ipynb", timeout=120_000)
+    page.wait_for_function(f"() => {PLOT} && {PLOT}.data && {PLOT}.data[0].x.length > 5", timeout=120_000)
+    plots = page.evaluate("() => [...document.querySelectorAll('.js-plotly-plot')].map(p => p.data.map(t => t.name))")
+    assert plots == [["served model", "naive"], ["80% coverage", "90% coverage", "drift share"]]
+    text = page.inner_text("body")
+    assert "Promotions" in text and "promoted" in text and "Executed runbooks" in text
+    page.select_option("select >> nth=0", "MSFT")
+    page.wait_for_function(f"() => {PLOT}.layout.title.text.startsWith('MSFT')", timeout=60_000)
+    shots = REPO / "reports" / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shots / "monitor-dashboard.png"), full_page=True)
+    page.close()
