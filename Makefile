@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run test check export lint format bench lab clean
+.PHONY: help install run test check export lint format bench lab monitor clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-8s %s\n", $$1, $$2}'
@@ -20,9 +20,8 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP) ## create .venv and install stockops (editable) with the dev tools, pinned by constraints.txt
 
-run: $(STAMP) ## on the bundled data: the daily flow through Prefect (ETL, monitoring, training by policy, forecasts), then the status
-	$(BIN)/stockops run
-	$(BIN)/stockops status
+run: $(STAMP) ## bring the workspace up on the bundled data: the daily flow through Prefect, then the API, dashboards, MLflow and Prefect UIs (Ctrl-C stops)
+	$(BIN)/stockops up
 
 test: $(STAMP) check ## check notebooks and package are in sync, run the notebooks' tests (nbdev-test) and pytest
 	$(BIN)/nbdev-test --n-workers 2
@@ -49,12 +48,22 @@ format: $(STAMP) ## ruff format, clean notebooks, export
 	$(BIN)/nbdev-clean
 	$(BIN)/nbdev-export
 
-bench: $(STAMP) ## benchmarks: first training of the universe (< 3 min); daily run, plain vs Prefect + papermill
+bench: $(STAMP) ## benchmarks: first training (< 3 min); daily run, plain vs Prefect + papermill; API vs bare FastAPI and MLflow (needs wrk)
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/api.py
 
 lab: $(STAMP) ## JupyterLab on the workspace (127.0.0.1:8888)
 	$(BIN)/jupyter lab --no-browser --ip 127.0.0.1 --port 8888 --notebook-dir .
+
+monitor: $(STAMP) ## Debian's Prometheus on 127.0.0.1:9090 scraping the running API (from `make run` or `stockops serve`)
+	@command -v prometheus >/dev/null || { echo "needs Debian's Prometheus: apt-get install prometheus"; exit 2; }
+	@mkdir -p data/prometheus
+	@port=$$($(BIN)/python -c 'from stockops.config import load_settings; print(load_settings().api_port)') && \
+	    sed "s/api:8000/127.0.0.1:$$port/" monitor/prometheus.yml > data/prometheus/prometheus.yml && \
+	    echo "Prometheus on http://127.0.0.1:9090 scraping http://127.0.0.1:$$port/metrics (Ctrl-C stops)"
+	prometheus --config.file=data/prometheus/prometheus.yml --storage.tsdb.path=data/prometheus/tsdb \
+	    --web.listen-address=127.0.0.1:9090 --log.level=warn
 
 clean: ## remove the workspace state (data/, reports/ outputs); keeps .venv
 	rm -rf data && find reports -mindepth 1 ! -name README.md -exec rm -rf {} +
