@@ -369,7 +369,7 @@ def models(
             show["time"] = show["time"].str[:19]
             console.print(_table(show.round(4), title="promotion history"))
 
-# %% ../nbs/80_cli.ipynb #d809851c
+# %% ../nbs/80_cli.ipynb #a69929a5
 def _prefect_environment(settings) -> None:
     "Point Prefect at the workspace (home under the data directory, patient temporary server) before it is imported."
     import os
@@ -424,6 +424,8 @@ def run(
 ):
     "Run the daily flow once through Prefect: ETL, monitoring, training where the policy says so, forecasts (executed notebooks in reports/daily/)."
     with _exit_codes():
+        import os
+
         from rich.console import Console
 
         from stockops.config import parse_tickers
@@ -437,9 +439,9 @@ def run(
         from stockops.pipeline import load_flow
 
         daily = load_flow(settings, "daily")
-        _stderr().print(
-            "running the daily flow (Prefect starts a temporary server when none is configured: about 30 s)"
-        )
+        server = os.environ.get("PREFECT_API_URL") or settings.prefect_api_url
+        _stderr().print(f"running the daily flow through the Prefect server at {server}" if server else
+                        "running the daily flow (Prefect starts a temporary server when none is configured: about 30 s)")  # fmt: skip
         state = daily(as_of="" if day is None else str(day), tickers=symbols, source=source, path=path,
                       overrides=settings.overrides(), return_state=True)  # fmt: skip
         console = Console(width=160)
@@ -545,7 +547,7 @@ def _prefect_server(settings, port: int):
         log_path = settings.data_dir / "prefect" / "server.log"
         with open(log_path, "ab") as log:
             server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                                      stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())  # fmt: skip
+                                      stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(), start_new_session=True)  # fmt: skip
         _stderr().print(f"starting the Prefect server on {url} (about 25 s; log: {log_path})")
         _wait_for(f"{url}/health", server, log_path)
     try:
@@ -618,7 +620,7 @@ def schedule(
                   f"{settings.schedule_timezone}; Prefect UI: {url.removesuffix('/api')}", flush=True)  # fmt: skip
             serve(*_deployments(settings))
 
-# %% ../nbs/80_cli.ipynb #c7ae1d98
+# %% ../nbs/80_cli.ipynb #3f8bb697
 @app.command()
 def serve(
     host: Annotated[
@@ -716,7 +718,8 @@ def up(
             try:
                 for name, (command, _health) in services.items():
                     with open(logs / f"{name.split()[0].lower()}.log", "ab") as log:
-                        started[name] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+                        started[name] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                                         start_new_session=True)  # Ctrl-C reaches `up`, which stops them in order  # fmt: skip
                 for name, (_, health) in services.items():
                     _wait_for(health, started[name], logs)
                 base = url.removesuffix("/api")

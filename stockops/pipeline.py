@@ -281,7 +281,7 @@ def resolve_as_of(settings: Settings, as_of: str | None, tickers: list[str]) -> 
         raise BadInput("no stored prices yet: ingest first (stockops ingest) or pass as_of")
     return str(max(last).date())
 
-# %% ../nbs/60_pipeline.ipynb #1b7b167a
+# %% ../nbs/60_pipeline.ipynb #782f0eff
 def relocate_run(run: dict, settings: Settings, as_of: str) -> dict:
     "Move a run's notebook and result under `as_of` (when it ran before the day was known, e.g. an ETL 'up to today')."
     wait_for_logging()  # the background logger may still be reading the files
@@ -293,4 +293,6 @@ def relocate_run(run: dict, settings: Settings, as_of: str) -> dict:
     source.replace(target)
     if Path(run["result_path"]).exists():
         Path(run["result_path"]).replace(target.with_suffix(".json"))
+    if not any(source.parent.iterdir()):
+        source.parent.rmdir()  # the provisional day's folder, now empty
     return run | {"notebook": str(target), "result_path": str(target.with_suffix(".json")), "as_of": as_of}

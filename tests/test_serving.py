@@ -338,3 +338,35 @@ def test_monitor_dashboard_in_chromium(browser, dashboards):
     shots.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(shots / "monitor-dashboard.png"), full_page=True)
     page.close()
+
+
+def test_up_serves_everything_and_ctrl_c_stops_it(served):
+    "`stockops up` (what `make run` calls): Prefect server, API, dashboards, MLflow UI answer; one Ctrl-C stops all."
+    ports = {key: free_port() for key in ("API", "DASHBOARD", "MLFLOW_UI", "PREFECT_UI")}
+    env = served.env | {f"STOCKOPS_{key}_PORT": str(port) for key, port in ports.items()}
+    up = subprocess.Popen([str(STOCKOPS), "up", "--no-run"], cwd=served.root, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+    lines = []
+    try:
+        for line in up.stdout:
+            lines.append(line)
+            if "logs " in line:
+                break
+        urls = {
+            f"http://127.0.0.1:{ports['API']}/health": 200,
+            f"http://127.0.0.1:{ports['API']}/forecast/IBM": 200,
+            f"http://127.0.0.1:{ports['DASHBOARD']}/voila/static/voila.js": 200,
+            f"http://127.0.0.1:{ports['MLFLOW_UI']}/health": 200,
+            f"http://127.0.0.1:{ports['PREFECT_UI']}/api/health": 200,
+        }
+        assert {url: get(url, 10)[0] for url in urls} == urls, "".join(lines)
+        assert f"Prefect UI   http://127.0.0.1:{ports['PREFECT_UI']}" in "".join(lines)
+    finally:
+        up.send_signal(signal.SIGINT)
+        output, _ = up.communicate(timeout=90)
+    assert up.returncode == 0, output[-3000:]
+    assert "stopped: API, dashboards, MLflow UI, Prefect server" in output
+    time.sleep(5)
+    for url in urls:
+        with pytest.raises(OSError):
+            urllib.request.urlopen(url, timeout=2)
