@@ -12,7 +12,7 @@ __all__ = ['RUN_ID_PATTERN', 'SettingsDep', 'StateDep', 'SnapshotDep', 'Predicto
            'tickers', 'history', 'latest_forecast', 'predict', 'ticker_models', 'drift', 'train', 'run_status',
            'StockopsCollector', 'metrics_answer', 'metrics', 'check_binding', 'create_app', 'serve_app']
 
-# %% ../nbs/70_api.ipynb #d4355c29
+# %% ../nbs/70_api.ipynb #88394516
 import datetime as dt
 import json
 import logging
@@ -21,6 +21,7 @@ import subprocess
 import sys
 import uuid
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated
 
 import numpy as np

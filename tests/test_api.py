@@ -1,0 +1,152 @@
+"""The API through FastAPI's TestClient with dependency overrides: every endpoint, every error case, never a 500 for
+bad input, and training started through an overridden launcher (the real one is tested as a process)."""
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from stockops.api import create_app, get_launcher, get_settings, get_snapshot
+from stockops.config import load_settings
+from stockops.serving import load_snapshot
+
+QUICK_MODELS = {"ridge": {"alpha": 10.0}}
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory):
+    "IBM trained as of 2012-11-30 (ridge only), forecast daily to 2012-12-31 and monitored on 2013-01-31; MSFT stored."
+    from stockops.experiment import load_experiment
+    from stockops.forecast import forecast
+    from stockops.ingest import ingest
+    from stockops.monitor import monitor_ticker
+    from stockops.tracking import train_ticker
+
+    root = tmp_path_factory.mktemp("api")
+    settings = load_settings(env={}).replace(data_dir=root / "data", reports_dir=root / "reports")
+    ingest("sample", "IBM,MSFT,^GSPC", end="2013-01-31", settings=settings)
+    quick = load_experiment(settings=settings)
+    quick = type(quick)(**{**quick.__dict__, "models": QUICK_MODELS, "splits": {"min_train": 504, "step": 252}})
+    train_ticker("IBM", "2012-11-30", quick, settings)
+    for day in pd.bdate_range("2012-12-03", "2012-12-31"):
+        if day.strftime("%Y-%m-%d") != "2012-12-25":
+            forecast("IBM", day.date(), settings)
+    monitor_ticker("IBM", "2013-01-31", settings)
+    return settings
+
+
+@pytest.fixture(scope="module")
+def client(settings):
+    with TestClient(create_app(settings, refresh=False)) as client:
+        yield client
+
+
+def test_every_endpoint_answers(client):
+    assert client.get("/health").json()["status"] == "ok"
+    tickers = {t["ticker"]: t for t in client.get("/tickers").json()}
+    assert tickers["IBM"]["champion_version"] == "1" and tickers["IBM"]["last_forecast_as_of"] == "2012-12-31"
+    assert tickers["MSFT"]["champion_version"] is None and tickers["MSFT"]["last_forecast_as_of"] is None
+    history = client.get("/history/IBM", params={"start": "2012-12-24", "end": "2012-12-31"}).json()
+    assert [bar["date"] for bar in history["bars"]] == [
+        "2012-12-24",
+        "2012-12-26",
+        "2012-12-27",
+        "2012-12-28",
+        "2012-12-31",
+    ]
+    assert history["bars"][-1]["close"] == pytest.approx(191.55)
+    forecast = client.get("/forecast/IBM").json()
+    assert [h["horizon"] for h in forecast["horizons"]] == [1, 5, 20]
+    assert all(h["backtest"]["naive_mae"] > 0 and h["live"]["n"] > 0 for h in forecast["horizons"])
+    predicted = client.post("/predict", json={"ticker": "ibm", "as_of": "2012-12-31", "horizons": [5]}).json()
+    assert [h["horizon"] for h in predicted["horizons"]] == [5]
+    assert predicted["horizons"][0]["forecast"] == pytest.approx(forecast["horizons"][1]["forecast"], rel=1e-12)
+    models = client.get("/models/IBM").json()
+    assert models["champion_version"] == "1" and {c["family"] for c in models["candidates"]} == {"naive", "ridge"}
+    assert [p["decision"] for p in models["promotions"]] == ["promoted"]
+    drift = client.get("/drift/IBM").json()
+    assert drift["as_of"] == "2013-01-31" and set(drift["columns"]) == {"ret_lag0", "abs_ret", "volume_z_20d"}
+    assert client.get(drift["report_url"]).status_code == 200
+    metrics = client.get("/metrics").text
+    assert 'stockops_champion_version{ticker="IBM"} 1.0' in metrics and "http_requests_total" in metrics
+    assert client.get("/docs").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "body", "status"),
+    [
+        ("get", "/forecast/NVDA", None, 404),
+        ("get", "/forecast/" + "A" * 40, None, 422),
+        ("get", "/forecast/%E2%82%AC", None, 422),
+        ("get", "/forecast/IBM?horizon=-1", None, 422),
+        ("get", "/forecast/IBM?horizon=abc", None, 422),
+        ("get", "/forecast/IBM?horizon=2", None, 422),
+        ("get", "/forecast/MSFT", None, 503),
+        ("get", "/history/NVDA", None, 404),
+        ("get", "/history/IBM?start=2013-02-30", None, 422),
+        ("get", "/history/IBM?start=2013-01-31&end=2013-01-01", None, 422),
+        ("get", "/models/..etc", None, 422),
+        ("get", "/models/..%2Fetc", None, 404),  # a slash: no such route
+        ("get", "/drift/MSFT", None, 404),
+        ("get", "/runs/not-a-run", None, 422),
+        ("get", "/runs/" + "a" * 32, None, 404),
+        ("post", "/predict", {"ticker": "IBM", "horizons": [0]}, 422),
+        ("post", "/predict", {"ticker": "IBM", "as_of": "1999-01-01"}, 422),
+        ("post", "/predict", {"ticker": "IBM", "as_of": "2000-03-02"}, 422),  # too little history for its features
+        ("post", "/predict", {"ticker": "IBM", "as_of": "last tuesday"}, 422),
+        ("post", "/predict", {"ticker": "NVDA"}, 404),
+        ("post", "/predict", {"ticker": "MSFT"}, 503),
+        ("post", "/predict", {"horizons": [1]}, 422),
+        ("post", "/predict", "not json", 422),
+        ("post", "/train", {"tickers": ["IBM"]}, 403),  # no token configured: training over the API is off
+    ],
+)
+def test_bad_input_is_a_clear_4xx_or_503_never_a_500(client, method, url, body, status):
+    if method == "get":
+        response = client.get(url)
+    elif isinstance(body, str):
+        response = client.post(url, content=body, headers={"Content-Type": "application/json"})
+    else:
+        response = client.post(url, json=body)
+    assert response.status_code == status, response.text
+    detail = response.json()["detail"]
+    assert isinstance(detail, str) and len(detail) >= 9  # a message, at least Starlette's 'Not Found'
+
+
+def test_the_503_says_what_to_run(client):
+    assert "stockops train --tickers MSFT" in client.get("/forecast/MSFT").json()["detail"]
+
+
+def test_training_with_overridden_settings_and_launcher(settings):
+    "With a token (settings override) and a launcher that records instead of spawning a process."
+    app = create_app(settings, refresh=False)
+    launched = []
+    app.dependency_overrides[get_settings] = lambda: settings.replace(api_token="t0ken")
+    app.dependency_overrides[get_launcher] = lambda: (
+        lambda s, run_id, tickers, force: launched.append((run_id, tickers, force))
+    )
+    with TestClient(app) as client:
+        assert client.post("/train", json={}).status_code == 401
+        assert client.post("/train", json={}, headers={"Authorization": "Bearer nope"}).status_code == 401
+        assert (
+            client.post("/train", json={"tickers": ["NVDA"]}, headers={"Authorization": "Bearer t0ken"}).status_code
+            == 404
+        )
+        response = client.post(
+            "/train", json={"tickers": ["ibm"], "force": True}, headers={"Authorization": "Bearer t0ken"}
+        )
+        assert response.status_code == 202
+        run = response.json()
+        assert launched == [(run["run_id"], ["IBM"], True)]
+        record = client.get(f"/runs/{run['run_id']}").json()
+        assert (record["status"], record["kind"], record["tickers"]) == ("scheduled", "train", ["IBM"])
+
+
+def test_snapshot_override(settings, tmp_path):
+    "The snapshot is a dependency: an empty workspace's snapshot serves no tickers."
+    empty = settings.replace(data_dir=tmp_path / "data", reports_dir=tmp_path / "reports")
+    app = create_app(settings, refresh=False)
+    app.dependency_overrides[get_snapshot] = lambda: load_snapshot(empty)
+    with TestClient(app) as client:
+        assert client.get("/tickers").json() == []
+        assert client.get("/forecast/IBM").status_code == 404
+        assert "stored tickers are " in client.get("/models/IBM").json()["detail"]
