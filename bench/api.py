@@ -33,30 +33,26 @@ CONNECTIONS = 32
 ROUNDS = 3
 
 
-def bare_app():
-    "A plain FastAPI app with one constant endpoint: the ceiling."
-    from fastapi import FastAPI
-
-    app = FastAPI()
-
+def _with_constant(app):
     @app.get("/constant")
     async def constant():
         return {"ok": True}
 
     return app
+
+
+def bare_app():
+    "A plain FastAPI app with one constant endpoint: the ceiling."
+    from fastapi import FastAPI
+
+    return _with_constant(FastAPI())
 
 
 def same_stack_app():
     "The stockops app with a constant endpoint: the ceiling under the same middleware."
     from stockops.api import serve_app
 
-    app = serve_app()
-
-    @app.get("/constant")
-    async def constant():
-        return {"ok": True}
-
-    return app
+    return _with_constant(serve_app())
 
 
 def wait(url: str, process: subprocess.Popen, seconds: int = 120) -> None:

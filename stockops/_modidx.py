@@ -352,6 +352,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                    'stockops.tracking.champion_version': ('tracking.html#champion_version', 'stockops/tracking.py'),
                                    'stockops.tracking.choose_families': ('tracking.html#choose_families', 'stockops/tracking.py'),
                                    'stockops.tracking.gate': ('tracking.html#gate', 'stockops/tracking.py'),
+                                   'stockops.tracking.history_needed': ('tracking.html#history_needed', 'stockops/tracking.py'),
                                    'stockops.tracking.mlflow_client': ('tracking.html#mlflow_client', 'stockops/tracking.py'),
                                    'stockops.tracking.model_name': ('tracking.html#model_name', 'stockops/tracking.py'),
                                    'stockops.tracking.pip_requirements': ('tracking.html#pip_requirements', 'stockops/tracking.py'),

@@ -120,7 +120,7 @@ def feature_drift(reference: pd.DataFrame, current: pd.DataFrame, columns: list[
                            (str(current.index.min().date()), str(current.index.max().date())))  # fmt: skip
     return summary, snapshot
 
-# %% ../nbs/50_monitor.ipynb #c1f3fec8
+# %% ../nbs/50_monitor.ipynb #99916fa9
 @dataclass
 class RetrainDecision:
     ticker: str
@@ -131,13 +131,20 @@ class RetrainDecision:
 
 
 def retrain_decision(ticker: str, as_of, settings: Settings, champion_as_of: str | None,
-                     live: pd.DataFrame, drift: DriftSummary | None) -> RetrainDecision:  # fmt: skip
-    "Apply the settings' policy to the evidence; every rule is recorded with its value and threshold."
+                     live: pd.DataFrame, drift: DriftSummary | None,
+                     history: tuple[int, int] | None = None) -> RetrainDecision:  # fmt: skip
+    "Apply the settings' policy to the evidence; every rule is recorded with its value and threshold. `history`: (days stored, days training needs)."
     checks = []
 
     def check(rule: str, value, threshold, fired: bool, detail: str):
         checks.append({"rule": rule, "value": value, "threshold": threshold, "fired": bool(fired), "detail": detail})
 
+    if champion_as_of is None and history is not None and history[0] < history[1]:
+        check("history", history[0], history[1], False,
+              f"no champion yet, and {history[0]} days of history; training needs {history[1]}: waiting")  # fmt: skip
+        return RetrainDecision(
+            validate_ticker(ticker), str(pd.Timestamp(as_of).date()), False, [checks[-1]["detail"]], checks
+        )
     if champion_as_of is None:
         check("no champion", None, None, True, "no champion yet: train one")
     else:
@@ -171,7 +178,7 @@ def retrain_decision(ticker: str, as_of, settings: Settings, champion_as_of: str
             )
     return RetrainDecision(validate_ticker(ticker), str(pd.Timestamp(as_of).date()), bool(reasons), reasons, checks)
 
-# %% ../nbs/50_monitor.ipynb #0442f29c
+# %% ../nbs/50_monitor.ipynb #1dec2022
 @dataclass
 class MonitorResult:
     ticker: str
@@ -214,8 +221,14 @@ def monitor_ticker(ticker: str, as_of: dt.date | str | None = None, settings: Se
             snapshot.save_html(str(temporary))
             temporary.replace(html)
             drift.html = str(html)
+    history = None
+    if champion is None:  # a recent listing may not have enough history to train yet
+        from stockops.experiment import load_experiment
+        from stockops.tracking import history_needed
+
+        history = (len(bars), history_needed(load_experiment(settings=settings)))
     decision = retrain_decision(
-        ticker, as_of, settings, None if champion is None else champion.tags.get("as_of"), live, drift
+        ticker, as_of, settings, None if champion is None else champion.tags.get("as_of"), live, drift, history
     )
     result = MonitorResult(
         ticker, str(as_of.date()), live, drift, decision, None if champion is None else str(champion.version)

@@ -29,8 +29,8 @@ from .prices import PriceStore, append_jsonl, read_jsonl, utc_now
 
 # %% auto #0
 __all__ = ['CHAMPION', 'model_name', 'mlflow_client', 'champion_version', 'ForecasterModel', 'pip_requirements',
-           'choose_families', 'bundle_score', 'GateDecision', 'gate', 'TrainResult', 'train_ticker', 'promotion_log',
-           'champion_on']
+           'choose_families', 'bundle_score', 'GateDecision', 'gate', 'TrainResult', 'history_needed', 'train_ticker',
+           'promotion_log', 'champion_on']
 
 # %% ../nbs/40_tracking.ipynb #b4ee277e
 CHAMPION = "champion"
@@ -281,7 +281,12 @@ def _fit_bundle(
     )
     return forecaster, methods, pd.DataFrame(comparison)
 
-# %% ../nbs/40_tracking.ipynb #316e0b27
+# %% ../nbs/40_tracking.ipynb #0c6b3bc1
+def history_needed(experiment: Experiment) -> int:
+    "Trading days of history training needs: enough out-of-sample residuals to calibrate the longest horizon's intervals."
+    return experiment.min_calibration + max(experiment.horizons) + 1
+
+# %% ../nbs/40_tracking.ipynb #b77f9353
 def train_ticker(
     ticker: str,
     as_of: dt.date | str | None = None,  # train on data up to this date (default: the last stored date)
@@ -309,7 +314,7 @@ def train_ticker(
         raise BadInput(f"no stored prices for {ticker}: run `stockops ingest --tickers {ticker}` first")
     bars, index_bars = _load_inputs(ticker, as_of, experiment, settings)
     as_of = bars["date"].max()
-    needed = experiment.min_calibration + max(experiment.horizons) + 1
+    needed = history_needed(experiment)
     if len(bars) < needed:
         raise BadInput(
             f"{ticker} has {len(bars)} days of history up to {as_of.date()}; calibrating its intervals needs at least {needed}"

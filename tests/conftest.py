@@ -52,3 +52,31 @@ def workspace(tmp_path) -> Workspace:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STOCKOPS_")}
     env |= {"COLUMNS": "200", "NO_COLOR": "1"}
     return Workspace(tmp_path, env)
+
+
+def quick_experiment(settings):
+    "The baseline experiment with ridge as the only candidate and yearly refits: a champion in seconds."
+    from stockops.experiment import load_experiment
+
+    baseline = load_experiment(REPO / "experiments" / "baseline.toml", settings)
+    return type(baseline)(
+        **{**baseline.__dict__, "models": {"ridge": {"alpha": 10.0}}, "splits": {"min_train": 504, "step": 252}}
+    )
+
+
+def forecast_history(settings, tickers: list[str], trained_on: str, first: str, last: str, monitored_on: str) -> None:
+    """Ingest `tickers` to `monitored_on`, train them as of `trained_on` (quick experiment), forecast every trading day
+    from `first` to `last` and monitor them on `monitored_on`: a workspace with live evidence to serve."""
+    from stockops.calendar import trading_days
+    from stockops.forecast import forecast
+    from stockops.ingest import ingest
+    from stockops.monitor import monitor_ticker
+    from stockops.tracking import train_ticker
+
+    ingest("sample", ",".join([*tickers, "^GSPC"]), end=monitored_on, settings=settings)
+    experiment = quick_experiment(settings)
+    for ticker in tickers:
+        train_ticker(ticker, trained_on, experiment, settings)
+        for day in trading_days("XNYS", first, last):
+            forecast(ticker, day.date(), settings)
+        monitor_ticker(ticker, monitored_on, settings)

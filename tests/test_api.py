@@ -1,36 +1,24 @@
 """The API through FastAPI's TestClient with dependency overrides: every endpoint, every error case, never a 500 for
 bad input, and training started through an overridden launcher (the real one is tested as a process)."""
 
-import pandas as pd
 import pytest
+from conftest import forecast_history
 from fastapi.testclient import TestClient
 
 from stockops.api import create_app, get_launcher, get_settings, get_snapshot
 from stockops.config import load_settings
 from stockops.serving import load_snapshot
 
-QUICK_MODELS = {"ridge": {"alpha": 10.0}}
-
 
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory):
     "IBM trained as of 2012-11-30 (ridge only), forecast daily to 2012-12-31 and monitored on 2013-01-31; MSFT stored."
-    from stockops.experiment import load_experiment
-    from stockops.forecast import forecast
     from stockops.ingest import ingest
-    from stockops.monitor import monitor_ticker
-    from stockops.tracking import train_ticker
 
     root = tmp_path_factory.mktemp("api")
     settings = load_settings(env={}).replace(data_dir=root / "data", reports_dir=root / "reports")
-    ingest("sample", "IBM,MSFT,^GSPC", end="2013-01-31", settings=settings)
-    quick = load_experiment(settings=settings)
-    quick = type(quick)(**{**quick.__dict__, "models": QUICK_MODELS, "splits": {"min_train": 504, "step": 252}})
-    train_ticker("IBM", "2012-11-30", quick, settings)
-    for day in pd.bdate_range("2012-12-03", "2012-12-31"):
-        if day.strftime("%Y-%m-%d") != "2012-12-25":
-            forecast("IBM", day.date(), settings)
-    monitor_ticker("IBM", "2013-01-31", settings)
+    forecast_history(settings, ["IBM"], "2012-11-30", "2012-12-03", "2012-12-31", "2013-01-31")
+    ingest("sample", "MSFT", end="2013-01-31", settings=settings)
     return settings
 
 

@@ -122,6 +122,24 @@ def test_replay_cli_writes_a_report(workspace):
     assert msft[0]["retrained"] and msft[-1]["champion_version"] is not None
 
 
+def test_daily_flow_waits_for_a_new_listing_to_have_enough_history(space):
+    "FB six weeks after its IPO: the flow completes; FB is neither trained nor forecast, and the reason says why."
+    workspace, settings = space
+    from stockops.pipeline import load_flow
+
+    state = load_flow(settings, "daily")(
+        as_of="2012-06-29", tickers="FB", overrides=settings.overrides(), return_state=True
+    )
+    assert state.is_completed(), state.message
+    summary = state.result()
+    assert summary["retrained"] == []
+    assert summary["decisions"]["FB"]["reasons"] == [
+        "no champion yet, and 30 days of history; training needs 121: waiting"
+    ]
+    result = json.loads((settings.reports_dir / "daily" / "2012-06-29" / "forecast_prices.json").read_text())
+    assert (result["waiting"], result["forecasts"]) == (["FB"], [])
+
+
 def test_schedule_serves_cron_deployments_that_run(workspace):
     "`stockops schedule` starts a Prefect server, serves `daily` and `periodic-retrain` on their crons; a triggered run completes."
     import signal

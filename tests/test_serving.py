@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REPO, STOCKOPS
+from conftest import REPO, STOCKOPS, forecast_history
 
 from stockops.config import load_settings
 
@@ -123,26 +123,13 @@ class Served:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     "IBM and MSFT trained as of 2012-11-30 (ridge only), forecast every trading day to 2013-01-31, monitored then."
-    from stockops.experiment import load_experiment
-    from stockops.forecast import forecast
-    from stockops.ingest import ingest
-    from stockops.monitor import monitor_ticker
-    from stockops.tracking import train_ticker
-
     root = tmp_path_factory.mktemp("served")
     (root / "settings.ini").write_text((REPO / "settings.ini").read_text())
     (root / "experiments").mkdir()
     (root / "experiments" / "baseline.toml").write_text(QUICK)
     space = Served(root)
     settings = space.settings.replace(runbooks_dir=REPO / "nbs" / "runbooks", flows_dir=REPO / "flows")
-    ingest("sample", "IBM,MSFT,^GSPC", end="2013-01-31", settings=settings)
-    quick = load_experiment(settings=settings)
-    for ticker in ("IBM", "MSFT"):
-        train_ticker(ticker, "2012-11-30", quick, settings)
-        for day in pd.bdate_range("2012-12-03", "2013-01-31"):
-            if day.strftime("%Y-%m-%d") not in ("2012-12-25", "2013-01-01", "2013-01-21"):
-                forecast(ticker, day.date(), settings)
-        monitor_ticker(ticker, "2013-01-31", settings)
+    forecast_history(settings, ["IBM", "MSFT"], "2012-11-30", "2012-12-03", "2013-01-31", "2013-01-31")
     yield space
     space.stop()
 
