@@ -357,3 +357,16 @@ def test_up_serves_everything_and_ctrl_c_stops_it(served):
     for url in urls:
         with pytest.raises(OSError):
             urllib.request.urlopen(url, timeout=2)
+
+
+def test_dashboard_token_is_required_when_set(served):
+    import httpx
+
+    port = free_port()
+    process = served.start("dashboard", "--port", str(port), "--token", "letmein")
+    base = f"http://127.0.0.1:{port}"
+    wait_until(lambda: get(f"{base}/voila/static/voila.js", 2)[0] == 200, 90, "Voila", process)
+    refused = httpx.get(f"{base}/voila/render/forecast.ipynb", follow_redirects=False, timeout=60)
+    assert refused.status_code == 302 and refused.headers["location"].startswith("/login")
+    allowed = httpx.get(f"{base}/voila/render/forecast.ipynb?token=letmein", follow_redirects=False, timeout=120)
+    assert allowed.status_code == 200 and "voila" in allowed.text.lower()
