@@ -15,8 +15,8 @@ from .config import BadInput, Settings, validate_ticker
 from .prices import write_json_atomic
 
 # %% auto #0
-__all__ = ['RUNBOOKS', 'WARM_UP', 'save_result', 'runbook_output', 'RunbookRun', 'RunbookFailed', 'close_kernels', 'run_runbook',
-           'wait_for_logging', 'write_run_record', 'load_flow', 'resolve_as_of', 'relocate_run']
+__all__ = ['RUNBOOKS', 'WARM_UP', 'RESET', 'save_result', 'runbook_output', 'RunbookRun', 'RunbookFailed', 'close_kernels',
+           'run_runbook', 'wait_for_logging', 'write_run_record', 'load_flow', 'resolve_as_of', 'relocate_run']
 
 # %% ../nbs/60_pipeline.ipynb #5bcf4c71
 RUNBOOKS = ("etl_prices", "report_drift", "train_forecaster", "forecast_prices")
@@ -62,8 +62,9 @@ class RunbookRun:
 class RunbookFailed(RuntimeError):
     "A runbook raised: the message names the cell and the error; the executed notebook shows the traceback."
 
-# %% ../nbs/60_pipeline.ipynb #657af85e
+# %% ../nbs/60_pipeline.ipynb #b0f81ef9
 WARM_UP = "import numpy, pandas, matplotlib.pyplot, mlflow, evidently.presets, stockops.config, stockops.ingest, stockops.forecast, stockops.monitor, stockops.pipeline"
+RESET = "%reset -f\nimport gc as _gc, matplotlib.pyplot as _plt\n_plt.close('all'); _gc.collect(); del _gc, _plt\nget_ipython().execution_count = 1"
 
 
 class _KernelPool:
@@ -73,10 +74,12 @@ class _KernelPool:
         import threading
 
         self.depth = depth
-        self._lock, self._ready, self._pending, self._threads = threading.Lock(), {}, {}, []
+        self._lock, self._ready, self._pending, self._threads = threading.Condition(), {}, {}, []
 
-    def take(self, cwd: str):
+    def take(self, cwd: str, timeout: float = 60):
+        "A ready kernel; if one is still starting, wait for it (it has a head start on a fresh one); None if none is coming."
         with self._lock:
+            self._lock.wait_for(lambda: self._ready.get(cwd) or not self._pending.get(cwd), timeout=timeout)
             ready = self._ready.get(cwd, [])
             return ready.pop(0) if ready else None
 
@@ -99,12 +102,19 @@ class _KernelPool:
             client.start_channels()
             try:
                 client.wait_for_ready(timeout=60)
-                client.execute(WARM_UP, silent=True, store_history=False)
+                client.execute_interactive(
+                    WARM_UP, silent=True, store_history=False, timeout=120
+                )  # imports done when ready
+            except Exception:  # a kernel that cannot start or import: runbooks start fresh ones instead
+                manager.shutdown_kernel(now=True)
+                manager = None
             finally:
                 client.stop_channels()
-            with self._lock:
-                self._pending[cwd] -= 1
-                self._ready.setdefault(cwd, []).append(manager)
+                with self._lock:
+                    self._pending[cwd] -= 1
+                    if manager is not None:
+                        self._ready.setdefault(cwd, []).append(manager)
+                    self._lock.notify_all()
 
         with self._lock:
             missing = self.depth - len(self._ready.get(cwd, [])) - self._pending.get(cwd, 0)
@@ -113,6 +123,25 @@ class _KernelPool:
             thread = threading.Thread(target=start, daemon=True)
             thread.start()
             self._threads.append(thread)
+
+    def give_back(self, cwd: str, manager) -> None:
+        "Reset a kernel whose runbook succeeded and keep it for the next one (shut it down if the pool is full or the reset fails)."
+        client = manager.client()
+        client.start_channels()
+        try:
+            client.wait_for_ready(timeout=30)
+            client.execute_interactive(RESET, silent=True, store_history=False, timeout=30)
+            with self._lock:
+                ready = self._ready.setdefault(cwd, [])
+                if len(ready) < self.depth:
+                    ready.append(manager)
+                    self._lock.notify_all()
+                    return
+        except Exception:
+            pass
+        finally:
+            client.stop_channels()
+        manager.shutdown_kernel(now=True)
 
     def close(self) -> None:
         for thread in self._threads:
@@ -137,7 +166,7 @@ import atexit  # noqa: E402
 
 atexit.register(close_kernels)
 
-# %% ../nbs/60_pipeline.ipynb #c7e6c04f
+# %% ../nbs/60_pipeline.ipynb #36df1e9a
 def run_runbook(
     runbook: str,  # name of a notebook in settings.runbooks_dir, e.g. etl_prices
     parameters: dict,  # values for its `parameters` cell (as_of, tickers, ...)
@@ -171,8 +200,8 @@ def run_runbook(
         _tracking_ready(settings)  # create the MLflow store here, before a kernel and the logging thread race to
     cwd = str(settings.runbooks_dir)
     kernel = _POOL.take(cwd) if warm else None
-    if warm:
-        _POOL.refill(cwd)  # the next runbook's kernel starts while this one runs
+    if warm and kernel is None:
+        _POOL.refill(cwd)  # none ready: this runbook starts a fresh kernel while a warm one starts for the next
     try:
         papermill.execute_notebook(str(source), str(temporary), parameters=injected, kernel_name="python3",
                                    progress_bar=False, cwd=cwd, **({"km": kernel} if kernel is not None else {}))  # fmt: skip
@@ -181,8 +210,11 @@ def run_runbook(
         run.failure = {"cell": error.cell_index, "execution_count": error.exec_count, "error": error.ename,
                        "message": str(error.evalue)[:2000], "source": error.source[:2000]}  # fmt: skip
     finally:
-        if kernel is not None:
+        if kernel is not None and run.status == "ok":
+            _POOL.give_back(cwd, kernel)  # reset, for the next runbook
+        elif kernel is not None:
             kernel.shutdown_kernel(now=True)
+            _POOL.refill(cwd)
         if temporary.exists():
             temporary.replace(output)
     run.seconds = round(time.perf_counter() - started, 3)
@@ -194,7 +226,7 @@ def run_runbook(
         _LOGGING.append((run, _logger().submit(_log_run, run, settings)))
     return run
 
-# %% ../nbs/60_pipeline.ipynb #187de9c6
+# %% ../nbs/60_pipeline.ipynb #aff7403f
 def _log_run(run: RunbookRun, settings: Settings) -> str:
     "Log the executed notebook, its result and the resolved parameters as an MLflow run."
     import mlflow
@@ -222,11 +254,21 @@ _TRACKING_READY: set = set()
 
 
 def _tracking_ready(settings: Settings) -> None:
-    if settings.tracking_uri not in _TRACKING_READY:
-        from stockops.tracking import mlflow_client
+    "Make sure the MLflow store exists before kernels and the logging thread use it at once (two processes creating the same SQLite schema race)."
+    if settings.tracking_uri in _TRACKING_READY:
+        return
+    _TRACKING_READY.add(settings.tracking_uri)
+    database = settings.tracking_uri.removeprefix("sqlite:///")
+    if database != settings.tracking_uri and not Path(database).is_file():
+        _open_store(settings)  # the first run of a workspace: create it now, before any kernel
+    else:  # it exists (or is a server): importing MLflow (~3 s) for the logger need not hold up the runbook
+        _logger().submit(_open_store, settings)
 
-        mlflow_client(settings)
-        _TRACKING_READY.add(settings.tracking_uri)
+
+def _open_store(settings: Settings) -> None:
+    from stockops.tracking import mlflow_client
+
+    mlflow_client(settings)
 
 
 def _logger():
@@ -281,14 +323,14 @@ def resolve_as_of(settings: Settings, as_of: str | None, tickers: list[str]) -> 
         raise BadInput("no stored prices yet: ingest first (stockops ingest) or pass as_of")
     return str(max(last).date())
 
-# %% ../nbs/60_pipeline.ipynb #782f0eff
+# %% ../nbs/60_pipeline.ipynb #09616327
 def relocate_run(run: dict, settings: Settings, as_of: str) -> dict:
     "Move a run's notebook and result under `as_of` (when it ran before the day was known, e.g. an ETL 'up to today')."
-    wait_for_logging()  # the background logger may still be reading the files
     source = Path(run["notebook"])
     target = runbook_output(settings, run["flow"], as_of, run["runbook"], run.get("ticker"))
     if source == target or not source.exists():
-        return run
+        return run  # already in place: no need to wait for the logger
+    wait_for_logging()  # the background logger may still be reading the files
     target.parent.mkdir(parents=True, exist_ok=True)
     source.replace(target)
     if Path(run["result_path"]).exists():

@@ -27,7 +27,7 @@ from .tracking import promotion_log, train_ticker
 # %% auto #0
 __all__ = ['ReplayResult', 'replay']
 
-# %% ../nbs/62_replay.ipynb #0e15c0dc
+# %% ../nbs/62_replay.ipynb #dcfcba0f
 @dataclass
 class ReplayResult:
     name: str
@@ -50,6 +50,10 @@ def _step(ticker_list, day, settings, experiment, policy):
         monitored = monitor_ticker(ticker, day, settings)
         retrain = monitored.decision.retrain and (policy == "auto" or monitored.champion_version is None)
         version = monitored.champion_version
+        if version is None and not retrain:  # a recent listing still gathering the history training needs
+            rows.append({"as_of": str(day.date()), "ticker": ticker, "policy": policy, "retrained": False,
+                         "reasons": "; ".join(monitored.decision.reasons), "drift_share": None, "champion_version": None})  # fmt: skip
+            continue
         if retrain:
             try:
                 version = train_ticker(ticker, day, experiment, settings).champion_after

@@ -117,7 +117,7 @@ def test_replay_cli_writes_a_report(workspace):
     assert {row["policy"] for row in data["summary"]} == {"auto", "never"}
     fb = [step for step in data["steps"] if step["ticker"] == "FB" and step["policy"] == "auto"]
     assert fb[0]["reasons"] == "no prices yet"  # FB listed on 2012-05-18
-    assert "calibrating its intervals needs at least 121" in fb[-1]["reasons"]  # a month of history is not enough
+    assert "training needs 121: waiting" in fb[-1]["reasons"]  # a month of history is not enough
     msft = [step for step in data["steps"] if step["ticker"] == "MSFT" and step["policy"] == "auto"]
     assert msft[0]["retrained"] and msft[-1]["champion_version"] is not None
 
