@@ -10,15 +10,17 @@ __all__ = ['RUN_ID_PATTERN', 'SettingsDep', 'StateDep', 'SnapshotDep', 'Predicto
            'record_run', 'launch_training', 'Predictor', 'forecast_answer', 'get_settings', 'get_state', 'get_snapshot',
            'get_predictor', 'get_launcher', 'ticker_view', 'find_view', 'require_token', 'no_champion', 'health',
            'tickers', 'history', 'latest_forecast', 'predict', 'ticker_models', 'drift', 'train', 'run_status',
-           'StockopsCollector', 'metrics_answer', 'metrics', 'check_binding', 'create_app', 'serve_app']
+           'StockopsCollector', 'metrics_answer', 'metrics', 'RequestMetrics', 'CachedForecasts', 'check_binding',
+           'create_app', 'serve_app']
 
-# %% ../nbs/70_api.ipynb #88394516
+# %% ../nbs/70_api.ipynb #e888fa74
 import datetime as dt
 import json
 import logging
 import secrets
 import subprocess
 import sys
+import time
 import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -666,7 +668,58 @@ async def metrics(request: Request) -> Response:
     "Prometheus metrics: requests (rate, latency, status) and the stockops gauges."
     return metrics_answer(request.app)
 
-# %% ../nbs/70_api.ipynb #4bfa1f66
+# %% ../nbs/70_api.ipynb #fd7ae934
+class RequestMetrics:
+    "`http_requests_total` and `http_request_duration_seconds`, fed by the instrumentator and by the hot path alike."
+
+    BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, float("inf"))
+
+    def __init__(self, registry):
+        from prometheus_client import Counter, Histogram
+
+        self.requests = Counter("http_requests_total", "Requests by handler, method and status class",
+                                ["handler", "method", "status"], registry=registry)  # fmt: skip
+        self.latency = Histogram("http_request_duration_seconds", "Request duration by handler and method",
+                                 ["handler", "method"], buckets=self.BUCKETS, registry=registry)  # fmt: skip
+
+    def record(self, handler: str, method: str, status: str, seconds: float) -> None:
+        self.requests.labels(handler, method, status).inc()
+        self.latency.labels(handler, method).observe(seconds)
+
+    def instrumentation(self, info) -> None:
+        "The instrumentator's hook (prometheus-fastapi-instrumentator `Info`)."
+        self.record(info.modified_handler, info.method, info.modified_status, info.modified_duration)
+
+
+class CachedForecasts:
+    "ASGI middleware: answer `GET /forecast/{ticker}[?horizon=h]` from the current snapshot's prebuilt bytes when they exist."
+
+    HANDLER = "/forecast/{ticker}"
+
+    def __init__(self, app, state: ServingState, metrics: RequestMetrics):
+        self.app, self.state, self.metrics = app, state, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "GET" and scope["path"].startswith("/forecast/"):
+            ticker, query = scope["path"][len("/forecast/") :], scope["query_string"]
+            horizon = None
+            if query.startswith(b"horizon=") and query[8:].isdigit() and len(query) < 12:
+                horizon = int(query[8:])
+            elif query:
+                ticker = ""  # another query: FastAPI validates it
+            body = (
+                self.state.snapshot.cache.get(("forecast", ticker, horizon)) if ticker and "/" not in ticker else None
+            )
+            if body is not None:
+                started = time.perf_counter()
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]})  # fmt: skip
+                await send({"type": "http.response.body", "body": body})
+                self.metrics.record(self.HANDLER, "GET", "2xx", time.perf_counter() - started)
+                return
+        await self.app(scope, receive, send)
+
+# %% ../nbs/70_api.ipynb #fd3e137d
 def check_binding(settings: Settings, host: str | None = None) -> None:
     "Refuse a non-loopback address without `api_token`: `BadInput`."
     import ipaddress
@@ -687,7 +740,7 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
     from fastapi.exceptions import RequestValidationError
     from fastapi.staticfiles import StaticFiles
     from prometheus_client import CollectorRegistry
-    from prometheus_fastapi_instrumentator import Instrumentator, metrics
+    from prometheus_fastapi_instrumentator import Instrumentator
 
     settings = settings or load_settings()
     check_binding(settings)
@@ -727,11 +780,10 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
     app.state.registry = CollectorRegistry()
     app.state.stockops_registry = CollectorRegistry()
     app.state.stockops_registry.register(StockopsCollector(state))
+    requests = RequestMetrics(app.state.registry)  # rate, error rate and latency per handler
     instrumentator = Instrumentator(registry=app.state.registry, excluded_handlers=["/metrics", "/reports"])
-    buckets = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, float("inf"))
-    instrumentator.add(metrics.requests(registry=app.state.registry),  # rate and error rate per handler and status
-                       metrics.latency(registry=app.state.registry, buckets=buckets, should_include_status=False))  # fmt: skip
-    instrumentator.instrument(app)
+    instrumentator.add(requests.instrumentation).instrument(app)
+    app.add_middleware(CachedForecasts, state=state, metrics=requests)  # outermost: the hot path skips the rest
     return app
 
 
