@@ -13,7 +13,7 @@ __all__ = ['RUN_ID_PATTERN', 'SettingsDep', 'StateDep', 'SnapshotDep', 'Predicto
            'StockopsCollector', 'metrics_answer', 'metrics', 'RequestMetrics', 'CachedForecasts', 'check_binding',
            'create_app', 'serve_app']
 
-# %% ../nbs/70_api.ipynb #e888fa74
+# %% ../nbs/70_api.ipynb #f9050d88
 import datetime as dt
 import json
 import logging
@@ -36,7 +36,15 @@ from pydantic import BaseModel, Field, field_validator
 
 import stockops
 from .calendar import calendar_name
-from .config import BadInput, Settings, load_settings, parse_tickers, validate_ticker
+from stockops.config import (
+    BadInput,
+    Settings,
+    child_environment,
+    environment_value,
+    load_settings,
+    parse_tickers,
+    validate_ticker,
+)
 from .forecast import forecast_records, load_champion
 from .prices import utc_now, write_json_atomic
 from .serving import ServingState, Snapshot, TickerView, backtest_verdict, live_verdict
@@ -218,7 +226,7 @@ class RunInfo(BaseModel):
     message: str | None = None
     result: dict | None = None
 
-# %% ../nbs/70_api.ipynb #5164ee19
+# %% ../nbs/70_api.ipynb #93abe3b9
 RUN_ID_PATTERN = r"^[0-9a-f]{32}$"
 
 
@@ -242,7 +250,6 @@ def launch_training(settings: Settings, run_id: str, tickers: list[str], force: 
     "Start `stockops train --flow` in a new process that outlives the request (its log: reports/runs/<id>.log)."
     log = settings.reports_dir / "runs" / f"{run_id}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    env = {f"STOCKOPS_{key.upper()}": value for key, value in settings.overrides().items()}
     command = [
         sys.executable,
         "-m",
@@ -257,14 +264,8 @@ def launch_training(settings: Settings, run_id: str, tickers: list[str], force: 
     with open(log, "ab") as output:
         subprocess.Popen(
             command + (["--force"] if force else []), stdout=output, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True, env=_child_env(env),
+            stdin=subprocess.DEVNULL, start_new_session=True, env=child_environment(settings),
         )  # fmt: skip
-
-
-def _child_env(extra: dict[str, str]) -> dict[str, str]:
-    import os
-
-    return {**os.environ, **extra}
 
 # %% ../nbs/70_api.ipynb #223cd721
 class Predictor:
@@ -578,7 +579,7 @@ async def run_status(run_id: Annotated[str, PathParam(pattern=RUN_ID_PATTERN)], 
         raise HTTPException(404, f"unknown run {run_id}")
     return RunInfo(**record)
 
-# %% ../nbs/70_api.ipynb #86e5d40a
+# %% ../nbs/70_api.ipynb #2f2e1727
 class StockopsCollector:
     "Prometheus gauges of what is served, computed from the current snapshot at each scrape."
 
@@ -646,9 +647,7 @@ class StockopsCollector:
 
 
 def _multiprocess() -> bool:
-    import os
-
-    return "PROMETHEUS_MULTIPROC_DIR" in os.environ  # prometheus_client's own switch
+    return environment_value("PROMETHEUS_MULTIPROC_DIR") is not None  # prometheus_client's own switch
 
 
 def metrics_answer(app: FastAPI) -> Response:

@@ -369,7 +369,7 @@ def models(
             show["time"] = show["time"].str[:19]
             console.print(_table(show.round(4), title="promotion history"))
 
-# %% ../nbs/80_cli.ipynb #a69929a5
+# %% ../nbs/80_cli.ipynb #d2c52bd0
 def _prefect_environment(settings) -> None:
     "Point Prefect at the workspace (home under the data directory, patient temporary server) before it is imported."
     import os
@@ -424,8 +424,6 @@ def run(
 ):
     "Run the daily flow once through Prefect: ETL, monitoring, training where the policy says so, forecasts (executed notebooks in reports/daily/)."
     with _exit_codes():
-        import os
-
         from rich.console import Console
 
         from stockops.config import parse_tickers
@@ -439,7 +437,9 @@ def run(
         from stockops.pipeline import load_flow
 
         daily = load_flow(settings, "daily")
-        server = os.environ.get("PREFECT_API_URL") or settings.prefect_api_url
+        from stockops.config import environment_value
+
+        server = environment_value("PREFECT_API_URL") or settings.prefect_api_url
         _stderr().print(f"running the daily flow through the Prefect server at {server}" if server else
                         "running the daily flow (Prefect starts a temporary server when none is configured: about 30 s)")  # fmt: skip
         state = daily(as_of="" if day is None else str(day), tickers=symbols, source=source, path=path,
@@ -547,7 +547,7 @@ def _prefect_server(settings, port: int):
         log_path = settings.data_dir / "prefect" / "server.log"
         with open(log_path, "ab") as log:
             server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                                      stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(), start_new_session=True)  # fmt: skip
+                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         _stderr().print(f"starting the Prefect server on {url} (about 25 s; log: {log_path})")
         _wait_for(f"{url}/health", server, log_path)
     try:

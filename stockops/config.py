@@ -16,7 +16,7 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['TICKER_PATTERN', 'SOURCES', 'SECRET_KEYS', 'KEYS', 'ENV_PREFIX', 'SETTINGS_FILE', 'SECTION', 'BadInput',
            'validate_ticker', 'parse_tickers', 'parse_date', 'SettingsError', 'Key', 'Settings', 'find_settings_file',
-           'load_settings']
+           'load_settings', 'child_environment', 'environment_value']
 
 # %% ../nbs/00_config.ipynb #1e095212
 TICKER_PATTERN = re.compile(r"^[A-Z0-9^][A-Z0-9.\-=^]{0,14}$")
@@ -381,3 +381,13 @@ def load_settings(
             value = (root / value).resolve()
         values[key], origins[key] = value, origin
     return Settings(**values, file=path, origins=origins)
+
+# %% ../nbs/00_config.ipynb #db40e555
+def child_environment(settings: Settings, *keys: str) -> dict[str, str]:
+    "This process's environment plus `STOCKOPS_<KEY>` for `keys` of `settings` (default: the paths), for a child process."
+    return {**os.environ, **{ENV_PREFIX + key.upper(): value for key, value in settings.overrides(*keys).items()}}
+
+
+def environment_value(name: str) -> str | None:
+    "A variable another library owns (PREFECT_API_URL, PROMETHEUS_MULTIPROC_DIR), or None."
+    return os.environ.get(name)
