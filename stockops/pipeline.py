@@ -62,7 +62,7 @@ class RunbookRun:
 class RunbookFailed(RuntimeError):
     "A runbook raised: the message names the cell and the error; the executed notebook shows the traceback."
 
-# %% ../nbs/60_pipeline.ipynb #b0f81ef9
+# %% ../nbs/60_pipeline.ipynb #780a3dec
 WARM_UP = "import numpy, pandas, matplotlib.pyplot, mlflow, evidently.presets, stockops.config, stockops.ingest, stockops.forecast, stockops.monitor, stockops.pipeline"
 RESET = "%reset -f\nimport gc as _gc, matplotlib.pyplot as _plt\n_plt.close('all'); _gc.collect(); del _gc, _plt\nget_ipython().execution_count = 1"
 
@@ -96,20 +96,22 @@ class _KernelPool:
                 logging.ERROR
             )  # "could not destroy zmq context" from a worker thread
 
-            manager = KernelManager(kernel_name="python3")
-            manager.start_kernel(cwd=cwd)
-            client = manager.client()
-            client.start_channels()
+            manager, client = KernelManager(kernel_name="python3"), None
             try:
+                manager.start_kernel(cwd=cwd)
+                client = manager.client()
+                client.start_channels()
                 client.wait_for_ready(timeout=60)
                 client.execute_interactive(
                     WARM_UP, silent=True, store_history=False, timeout=120
                 )  # imports done when ready
-            except Exception:  # a kernel that cannot start or import: runbooks start fresh ones instead
-                manager.shutdown_kernel(now=True)
+            except Exception:  # a kernel that cannot start or import (its folder is gone...): runbooks start fresh ones
+                if manager.has_kernel:
+                    manager.shutdown_kernel(now=True)
                 manager = None
             finally:
-                client.stop_channels()
+                if client is not None:
+                    client.stop_channels()
                 with self._lock:
                     self._pending[cwd] -= 1
                     if manager is not None:
