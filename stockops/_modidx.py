@@ -42,6 +42,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'stockops.api.drift': ('api.html#drift', 'stockops/api.py'),
                               'stockops.api.find_view': ('api.html#find_view', 'stockops/api.py'),
                               'stockops.api.forecast_answer': ('api.html#forecast_answer', 'stockops/api.py'),
+                              'stockops.api.forecast_key': ('api.html#forecast_key', 'stockops/api.py'),
                               'stockops.api.get_launcher': ('api.html#get_launcher', 'stockops/api.py'),
                               'stockops.api.get_predictor': ('api.html#get_predictor', 'stockops/api.py'),
                               'stockops.api.get_settings': ('api.html#get_settings', 'stockops/api.py'),

@@ -7,11 +7,11 @@ __all__ = ['RUN_ID_PATTERN', 'SettingsDep', 'StateDep', 'SnapshotDep', 'Predicto
            'JSON', 'system', 'market', 'forecasts', 'models', 'monitoring', 'runs', 'Health', 'TickerSummary', 'Bar',
            'History', 'BacktestEvidence', 'LiveEvidence', 'HorizonForecast', 'Forecast', 'PredictRequest', 'Candidate',
            'Promotion', 'Models', 'DriftColumn', 'Drift', 'TrainRequest', 'RunInfo', 'run_path', 'read_run',
-           'record_run', 'launch_training', 'Predictor', 'forecast_answer', 'get_settings', 'get_state', 'get_snapshot',
-           'get_predictor', 'get_launcher', 'ticker_view', 'find_view', 'require_token', 'no_champion', 'health',
-           'tickers', 'history', 'latest_forecast', 'predict', 'ticker_models', 'drift', 'train', 'run_status',
-           'StockopsCollector', 'metrics_answer', 'metrics', 'RequestMetrics', 'CachedForecasts', 'check_binding',
-           'create_app', 'serve_app']
+           'record_run', 'launch_training', 'Predictor', 'forecast_key', 'forecast_answer', 'get_settings', 'get_state',
+           'get_snapshot', 'get_predictor', 'get_launcher', 'ticker_view', 'find_view', 'require_token', 'no_champion',
+           'health', 'tickers', 'history', 'latest_forecast', 'predict', 'ticker_models', 'drift', 'train',
+           'run_status', 'StockopsCollector', 'metrics_answer', 'metrics', 'RequestMetrics', 'CachedForecasts',
+           'check_binding', 'create_app', 'serve_app']
 
 # %% ../nbs/70_api.ipynb #f9050d88
 import datetime as dt
@@ -317,9 +317,14 @@ class Predictor:
         return forecast_records(view.ticker, pd.Timestamp(days[position]), row, float(sigma[position]), close,
                                 forecaster, version, code, horizons)  # fmt: skip
 
-# %% ../nbs/70_api.ipynb #bf8d18cc
+# %% ../nbs/70_api.ipynb #bc155000
 def _number(value):
     return None if value is None or (isinstance(value, float) and not np.isfinite(value)) else value
+
+
+def forecast_key(ticker: str, horizon: int | None) -> tuple:
+    "Where a snapshot keeps the serialized latest forecast of `ticker` (as written in the path) at `horizon` (None: all)."
+    return ("forecast", ticker, horizon)
 
 
 def forecast_answer(view: TickerView, records: list[dict], window_days: int) -> Forecast:
@@ -414,7 +419,7 @@ def no_champion(ticker: str) -> HTTPException:
         f"no champion for {ticker} yet: run training (`stockops train --tickers {ticker}`, or POST /train) and the daily forecasts",
     )
 
-# %% ../nbs/70_api.ipynb #d3f51c68
+# %% ../nbs/70_api.ipynb #986dd143
 JSON = "application/json"
 system = APIRouter(tags=["system"])
 market = APIRouter(tags=["market data"])
@@ -477,7 +482,7 @@ async def latest_forecast(
     horizon: Annotated[int | None, Query(ge=1, le=260, description="one horizon (trading days); default: all")] = None,
 ):
     "The latest logged forecast: prices, 80/90% intervals, target dates, model version and run, and the evidence against naive."
-    body = snapshot.cache.get(("forecast", ticker, horizon))  # the hot path: bytes built once per snapshot
+    body = snapshot.cache.get(forecast_key(ticker, horizon))  # bytes built once per snapshot
     if body is None:
         view = find_view(ticker, snapshot)
         latest = view.latest
@@ -496,7 +501,7 @@ async def latest_forecast(
         body = (
             forecast_answer(view, latest.to_dict(orient="records"), snapshot.monitor_window).model_dump_json().encode()
         )
-        snapshot.cache[("forecast", ticker, horizon)] = body
+        snapshot.cache[forecast_key(ticker, horizon)] = body
     return Response(body, media_type=JSON)
 
 
@@ -667,7 +672,7 @@ async def metrics(request: Request) -> Response:
     "Prometheus metrics: requests (rate, latency, status) and the stockops gauges."
     return metrics_answer(request.app)
 
-# %% ../nbs/70_api.ipynb #fd7ae934
+# %% ../nbs/70_api.ipynb #098c22ea
 class RequestMetrics:
     "`http_requests_total` and `http_request_duration_seconds`, fed by the instrumentator and by the hot path alike."
 
@@ -707,7 +712,7 @@ class CachedForecasts:
             elif query:
                 ticker = ""  # another query: FastAPI validates it
             body = (
-                self.state.snapshot.cache.get(("forecast", ticker, horizon)) if ticker and "/" not in ticker else None
+                self.state.snapshot.cache.get(forecast_key(ticker, horizon)) if ticker and "/" not in ticker else None
             )
             if body is not None:
                 started = time.perf_counter()

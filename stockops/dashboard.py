@@ -140,7 +140,7 @@ class ForecastDashboard:
         update_forecast_figure(self.figure, view, self.horizon.value)
         self.card.value = evidence_card(view, self.horizon.value, self.snapshot.monitor_window)
 
-# %% ../nbs/71_dashboard.ipynb #0c4f4e5b
+# %% ../nbs/71_dashboard.ipynb #213d2560
 def live_history(settings: Settings, view: TickerView, horizon: int, window: int = 21) -> pd.DataFrame:
     "By target date: rolling live MAE of the served forecasts and of naive, and rolling 80/90% coverage."
     from stockops.monitor import realised_forecasts
@@ -175,29 +175,26 @@ def report_url(settings: Settings, path: Path | str) -> str:
     return f"http://{settings.api_host}:{settings.api_port}/reports/{relative.as_posix()}"
 
 
-def mlflow_run_url(settings: Settings, run_id: str) -> str:
+def mlflow_run_url(settings: Settings, experiment_id: str, run_id: str) -> str:
     "The run's page in the MLflow UI that `make run` starts."
-    return f"http://127.0.0.1:{settings.mlflow_ui_port}/#/experiments/0/runs/{run_id}".replace(
-        "/experiments/0", f"/experiments/{_experiment_id(settings, run_id)}"
-    )
+    return f"http://127.0.0.1:{settings.mlflow_ui_port}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
-def _experiment_id(settings: Settings, run_id: str) -> str:
+def _experiment_id(settings: Settings) -> str:
+    "The id of the experiment training runs go to (one registry call per table, not per row)."
     from stockops.tracking import mlflow_client
 
-    try:
-        return mlflow_client(settings).get_run(run_id).info.experiment_id
-    except Exception:
-        return "0"
+    experiment = mlflow_client(settings).get_experiment_by_name(settings.mlflow_experiment)
+    return "0" if experiment is None else experiment.experiment_id
 
 
 def promotions_table(settings: Settings, view: TickerView) -> str:
     "HTML table of the promotion history, newest first, each row linking its MLflow run."
     if not view.promotions:
         return "<p>No training yet.</p>"
-    rows = []
+    rows, experiment_id = [], _experiment_id(settings)
     for record in reversed(view.promotions):
-        link = f"<a href='{mlflow_run_url(settings, record['run_id'])}' target='_blank'>run</a>"
+        link = f"<a href='{mlflow_run_url(settings, experiment_id, record['run_id'])}' target='_blank'>run</a>"
         rows.append(f"<tr><td>{record['as_of']}</td><td>{record['decision']}</td><td>v{record.get('candidate_version')}</td>"
                     f"<td>v{record.get('to_version')}</td><td>{html.escape(str(record.get('reason', '')))}</td><td>{link}</td></tr>")  # fmt: skip
     head = "<tr><th>as of</th><th>decision</th><th>candidate</th><th>champion after</th><th>reason</th><th>MLflow</th></tr>"
