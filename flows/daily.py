@@ -7,7 +7,7 @@ Retries only around network I/O: the ETL step when the source is Yahoo.
 from prefect import flow, get_run_logger
 
 from stockops.config import load_settings, parse_tickers
-from stockops.orchestrate import runbook
+from stockops.orchestrate import runbook, train_tickers
 from stockops.pipeline import relocate_run, resolve_as_of, wait_for_logging
 from stockops.prices import write_json_atomic
 
@@ -35,17 +35,7 @@ def daily(
         logger.info(
             f"{ticker}: {'retrain' if decision['retrain'] else 'keep'} ({'; '.join(decision['reasons']) or 'no rule fired'})"
         )
-    for ticker in retrain:
-        runs.append(
-            runbook(
-                "train_forecaster",
-                {"as_of": day, "ticker": ticker},
-                overrides,
-                "daily",
-                ticker=ticker,
-                label=f"-{ticker}",
-            )
-        )
+    runs += train_tickers(retrain, day, overrides, "daily")  # on the work pool, a flow run per ticker, if there is one
     runs.append(runbook("forecast_prices", {"as_of": day, "tickers": ",".join(symbols)}, overrides, "daily"))
     summary = {
         "as_of": day,

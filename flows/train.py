@@ -1,10 +1,11 @@
-"""The training flow: one `train_forecaster` runbook per ticker; the gate decides each champion."""
+"""The training flows: `train` trains the universe (or some tickers); `train-ticker` trains one, as a flow run of its
+own on a work pool when the workspace has one (`prefect_work_pool`), so training fans out over the workers."""
 
 from prefect import flow
 
 from stockops.config import load_settings, parse_tickers
-from stockops.orchestrate import runbook
-from stockops.pipeline import resolve_as_of, wait_for_logging
+from stockops.orchestrate import train_one, train_tickers
+from stockops.pipeline import resolve_as_of
 
 
 @flow(name="train", log_prints=True)
@@ -14,11 +15,13 @@ def train(as_of: str = "", tickers: str = "", force: bool = False, overrides: di
     settings = load_settings().with_overrides(overrides, origin="flow parameter")
     symbols = parse_tickers(tickers) if tickers else list(settings.universe)
     day = resolve_as_of(settings, as_of, symbols)
-    runs = [
-        runbook(
-            "train_forecaster", {"as_of": day, "ticker": t, "force": force}, overrides, "train", ticker=t, label=f"-{t}"
-        )
-        for t in symbols
-    ]
-    wait_for_logging()
+    runs = train_tickers(symbols, day, overrides, "train", force=force)
     return {"as_of": day, "results": {run["ticker"]: run["result"] for run in runs}}
+
+
+@flow(name="train-ticker", log_prints=True)
+def train_ticker(
+    as_of: str, ticker: str, force: bool = False, overrides: dict | None = None, flow_name: str = "train"
+) -> dict:
+    "Train one ticker as of `as_of`: the `train_forecaster` runbook; its record lands beside the executed notebook."
+    return train_one(as_of, ticker, force, dict(overrides or {}), flow_name)

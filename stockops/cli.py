@@ -15,7 +15,7 @@ from .config import BadInput, load_settings, parse_date
 
 # %% auto #0
 __all__ = ['app', 'Tickers', 'AsOf', 'Experiment', 'config', 'ingest', 'status', 'train', 'forecast', 'models', 'run', 'drift',
-           'replay', 'schedule', 'serve', 'dashboard', 'up', 'main']
+           'replay', 'schedule', 'worker', 'serve', 'dashboard', 'up', 'main']
 
 # %% ../nbs/80_cli.ipynb #44462402
 app = typer.Typer(
@@ -95,7 +95,7 @@ def config():
             table.add_row(*row)
         Console(width=160).print(table)
 
-# %% ../nbs/80_cli.ipynb #80ed620b
+# %% ../nbs/80_cli.ipynb #075a6484
 @app.command()
 def ingest(
     source: Annotated[
@@ -174,9 +174,9 @@ def status(
             typer.echo(frame.to_json(orient="records", date_format="iso"))
             return
         if frame.empty:
-            typer.echo(f"the store at {settings.prices_dir} is empty: run `stockops ingest` (or `make run`)")
+            typer.echo(f"the store at {settings.prices_location} is empty: run `stockops ingest` (or `make run`)")
             return
-        Console(width=160).print(_table(frame, title=f"price store: {settings.prices_dir}"))
+        Console(width=160).print(_table(frame, title=f"price store: {settings.prices_location}"))
 
 # %% ../nbs/80_cli.ipynb #7dbfabc8
 def _tickers_or_universe(tickers: str | None, settings) -> list[str]:
@@ -369,7 +369,7 @@ def models(
             show["time"] = show["time"].str[:19]
             console.print(_table(show.round(4), title="promotion history"))
 
-# %% ../nbs/80_cli.ipynb #d2c52bd0
+# %% ../nbs/80_cli.ipynb #97983b90
 def _prefect_environment(settings) -> None:
     "Point Prefect at the workspace (home under the data directory, patient temporary server) before it is imported."
     import os
@@ -620,7 +620,49 @@ def schedule(
                   f"{settings.schedule_timezone}; Prefect UI: {url.removesuffix('/api')}", flush=True)  # fmt: skip
             serve(*_deployments(settings))
 
-# %% ../nbs/80_cli.ipynb #3f8bb697
+
+@app.command()
+def worker(
+    name: Annotated[
+        str | None, typer.Option(help="name shown in the Prefect UI (default: stockops-<host name>)")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="flow runs this worker runs at once")] = 1,
+    healthcheck_port: Annotated[
+        int | None, typer.Option(help="serve GET /health on this port (for a container healthcheck)")
+    ] = None,
+):
+    "Register the per-ticker training deployment on the work pool (prefect_work_pool) and run a process worker for it (Ctrl-C stops)."
+    import os
+    import socket
+    import sys
+
+    from .config import child_environment
+
+    with _exit_codes():
+        settings = load_settings()
+        if not settings.prefect_work_pool:
+            raise BadInput("prefect_work_pool is empty: name the work pool (e.g. STOCKOPS_PREFECT_WORK_POOL=stockops)")
+        url = settings.prefect_api_url
+        if not url:
+            raise BadInput("a worker needs a Prefect server: set prefect_api_url (e.g. http://127.0.0.1:4200/api)")
+        if not _answers(f"{url}/health"):
+            raise BadInput(f"no Prefect server answers at {url} (prefect_api_url)")
+        _prefect_environment(settings)
+        from prefect.utilities.asyncutils import run_coro_as_sync
+
+        from stockops.orchestrate import deploy_training
+
+        deployment = run_coro_as_sync(deploy_training(settings))
+        name = name or f"stockops-{socket.gethostname()}"
+        print(f"worker {name}: pool {settings.prefect_work_pool!r}, deployment {deployment}, {url}", flush=True)
+        env = child_environment(settings) | settings.prefect_env() | {"PREFECT_WORKER_QUERY_SECONDS": "2", "PREFECT_LOGGING_LEVEL": "INFO"}  # fmt: skip
+        command = ["-m", "prefect", "worker", "start", "--pool", settings.prefect_work_pool, "--type", "process"]
+        if healthcheck_port:
+            command.append("--with-healthcheck")
+            env |= {"PREFECT_WORKER_WEBSERVER_HOST": "0.0.0.0", "PREFECT_WORKER_WEBSERVER_PORT": str(healthcheck_port)}
+        os.execve(sys.executable, [sys.executable, *command, "--limit", str(limit), "--name", name], env)
+
+# %% ../nbs/80_cli.ipynb #8d97dd27
 @app.command()
 def serve(
     host: Annotated[
@@ -653,7 +695,7 @@ def serve(
                     log_level="warning", access_log=False)  # fmt: skip
 
 
-def _voila_command(settings, port: int, token: str | None) -> list[str]:
+def _voila_command(settings, port: int, token: str | None, host: str = "127.0.0.1", base_url: str = "/") -> list[str]:
     "Voila on the dashboards folder; its kernels start there, so they are told which settings file this workspace uses."
     import os
     import sys
@@ -663,27 +705,33 @@ def _voila_command(settings, port: int, token: str | None) -> list[str]:
     folder = settings.dashboards_dir
     if not folder.is_dir():
         raise BadInput(f"no dashboards folder {folder} (setting dashboards_dir)")
-    return [sys.executable, "-m", "voila", str(folder), "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1",
-            "--strip_sources=True", "--show_tracebacks=False",
+    return [sys.executable, "-m", "voila", str(folder), "--no-browser", f"--port={port}", f"--Voila.ip={host}",
+            f"--Voila.base_url={base_url}", "--strip_sources=True", "--show_tracebacks=False",
             "--MappingKernelManager.cull_idle_timeout=300", "--MappingKernelManager.cull_interval=60",
             "--MappingKernelManager.cull_connected=False", f"--token={token or ''}"]  # fmt: skip
 
 
 @app.command()
 def dashboard(
-    port: Annotated[int | None, typer.Option(help="port on 127.0.0.1 (default: dashboard_port)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default: dashboard_port)")] = None,
     token: Annotated[str | None, typer.Option(help="require this token (?token=...); default: none")] = None,
+    host: Annotated[str, typer.Option(help="address to bind; not loopback needs --token")] = "127.0.0.1",
+    base_url: Annotated[str, typer.Option(help="URL prefix behind a proxy, e.g. /dashboards/")] = "/",
 ):
-    "Serve the Voila dashboards (forecast, monitor) on 127.0.0.1: sources stripped, tracebacks hidden, idle kernels culled."
+    "Serve the Voila dashboards (forecast, monitor): sources stripped, tracebacks hidden, idle kernels culled."
     with _exit_codes():
+        import ipaddress
         import subprocess
 
         settings = load_settings()
         port = port or settings.dashboard_port
-        command = _voila_command(settings, port, token)
+        if not token and host != "localhost" and not ipaddress.ip_address(host).is_loopback:
+            raise BadInput(f"dashboards on {host} are reachable from other machines: give --token")
+        base_url = "/" + base_url.strip("/") + "/" if base_url.strip("/") else "/"
+        command = _voila_command(settings, port, token, host, base_url)
         query = f"?token={token}" if token else ""
-        print(f"dashboards: http://127.0.0.1:{port}/voila/render/forecast.ipynb{query} and "
-              f"http://127.0.0.1:{port}/voila/render/monitor.ipynb{query}", flush=True)  # fmt: skip
+        where = f"http://{host}:{port}{base_url}voila/render"
+        print(f"dashboards: {where}/forecast.ipynb{query} and {where}/monitor.ipynb{query}", flush=True)
         raise typer.Exit(subprocess.call(command))
 
 

@@ -59,7 +59,7 @@ def parse_date(value: dt.date | str | None, name: str = "date") -> dt.date | Non
     except ValueError:
         raise BadInput(f"{name} must be a date like 2013-03-01, got {value!r}") from None
 
-# %% ../nbs/00_config.ipynb #62d9ff3c
+# %% ../nbs/00_config.ipynb #cf200c69
 class SettingsError(BadInput):
     "A settings value that cannot be used; the message names the key and its origin."
 
@@ -131,13 +131,29 @@ def _name(text: str) -> str:
     return value
 
 
+def _location(text: str) -> str:
+    "A folder, or an fsspec URL with a scheme stockops supports (s3, file, memory)."
+    value = text.strip()
+    scheme, sep, _ = value.partition("://")
+    if sep and scheme not in ("s3", "file", "memory"):
+        raise ValueError("expected a folder or an s3://, file:// or memory:// URL")
+    return value.rstrip("/") if sep else value
+
+
+def _http_url(text: str) -> str:
+    value = text.strip().rstrip("/")
+    if value and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+        raise ValueError("expected an http(s):// URL")
+    return value
+
+
 def _tickers(text: str) -> tuple[str, ...]:
     return tuple(parse_tickers(text)) if text.strip() else ()
 
 
 SOURCES = ("sample", "yahoo", "csv")
 
-# %% ../nbs/00_config.ipynb #f79a858a
+# %% ../nbs/00_config.ipynb #8cb2f6bf
 @dataclass(frozen=True)
 class Key:
     "One setting: its default (as written in settings.ini), parser and meaning."
@@ -195,9 +211,17 @@ KEYS: dict[str, Key] = {
     "dashboard_port": Key("8866", _positive_int, "port of the Voila dashboards"),
     "mlflow_ui_port": Key("5000", _positive_int, "port of the MLflow UI that `make run` starts"),
     "prefect_ui_port": Key("4200", _positive_int, "port of the Prefect server and UI"),
+    "prices_url": Key("", _location, "price store: a folder or an s3:// URL (fsspec); empty: <data_dir>/prices"),
+    "s3_endpoint_url": Key("", _http_url, "S3-compatible endpoint (MinIO) for s3:// prices and artifacts; empty: AWS"),
+    "mlflow_artifact_location": Key(
+        "", _location, "artifact root of a new MLflow experiment (e.g. s3://bucket/mlflow); empty: the server's default"
+    ),
+    "prefect_work_pool": Key(
+        "", _text, "process work pool that training fans out to, a flow run per ticker; empty: train in the flow"
+    ),
 }
 
-# %% ../nbs/00_config.ipynb #023107e4
+# %% ../nbs/00_config.ipynb #08be73f0
 @dataclass(frozen=True)
 class Settings:
     "Resolved settings; `origins` says where each value came from."
@@ -237,12 +261,22 @@ class Settings:
     dashboard_port: int
     mlflow_ui_port: int
     prefect_ui_port: int
+    prices_url: str
+    s3_endpoint_url: str
+    mlflow_artifact_location: str
+    prefect_work_pool: str
     file: Path | None = None  # the settings.ini read, if any
     origins: dict[str, str] = field(default_factory=dict)
 
     @property
-    def prices_dir(self) -> Path:
-        return self.data_dir / "prices"
+    def prices_location(self) -> str:
+        "Where the price store lives: a local folder, or an object-store URL such as s3://bucket/prices."
+        return self.prices_url or str(self.data_dir / "prices")
+
+    @property
+    def storage_options(self) -> dict:
+        "fsspec options for object-store URLs: the S3-compatible endpoint, if one is set (credentials come from AWS_*)."
+        return {"client_kwargs": {"endpoint_url": self.s3_endpoint_url}} if self.s3_endpoint_url else {}
 
     @property
     def tracking_uri(self) -> str:
@@ -279,6 +313,10 @@ class Settings:
         if self.prefect_api_url:
             env["PREFECT_API_URL"] = self.prefect_api_url
         return env
+
+    def mlflow_env(self) -> dict[str, str]:
+        "Environment for MLflow's S3 client when artifacts go straight to an S3-compatible store."
+        return {"MLFLOW_S3_ENDPOINT_URL": self.s3_endpoint_url} if self.s3_endpoint_url else {}
 
     def with_overrides(self, overrides: Mapping[str, str], origin: str = "override") -> Settings:
         "A copy with some keys set from text (as in settings.ini), parsed and validated like the file's values."

@@ -185,7 +185,7 @@ def ingest(
     )
     return report
 
-# %% ../nbs/13_ingest.ipynb #eee67b29
+# %% ../nbs/13_ingest.ipynb #3cb9fa1a
 def store_status(settings: Settings | None = None) -> pd.DataFrame:
     "Per stored ticker: date range, rows, sources, and the last ingest's time, status and findings."
     from stockops.config import load_settings
@@ -206,14 +206,28 @@ def store_status(settings: Settings | None = None) -> pd.DataFrame:
     ]
     if not store.tickers():
         return pd.DataFrame(columns=columns)
-    import duckdb
+    if store.local:  # one query over every file
+        import duckdb
 
-    pattern = str(store.root / "*.parquet").replace("'", "''")
-    summary = duckdb.sql(
-        f"""select ticker, min(date)::date as first_date, max(date)::date as last_date, count(*) as rows,
-                   string_agg(distinct source, ', ' order by source) as sources
-            from read_parquet('{pattern}') group by ticker order by ticker"""
-    ).df()
+        pattern = str(Path(store.root) / "*.parquet").replace("'", "''")
+        summary = duckdb.sql(
+            f"""select ticker, min(date)::date as first_date, max(date)::date as last_date, count(*) as rows,
+                       string_agg(distinct source, ', ' order by source) as sources
+                from read_parquet('{pattern}') group by ticker order by ticker"""
+        ).df()
+    else:  # an object store: duckdb would need its httpfs extension, a download; read the two columns per ticker
+        frames = [store.read_parquet(ticker, columns=["ticker", "date", "source"]) for ticker in store.tickers()]
+        bars = pd.concat([frame for frame in frames if frame is not None], ignore_index=True)
+        summary = (
+            bars.groupby("ticker")
+            .agg(
+                first_date=("date", "min"),
+                last_date=("date", "max"),
+                rows=("date", "size"),
+                sources=("source", lambda values: ", ".join(sorted(set(values)))),
+            )
+            .reset_index()
+        )
     for column in ["first_date", "last_date"]:
         summary[column] = pd.to_datetime(summary[column]).dt.strftime("%Y-%m-%d")
     log = read_ingest_log(settings)

@@ -421,7 +421,7 @@ def read_jsonl(path: Path) -> list[dict]:
                 continue
     return records
 
-# %% ../nbs/10_prices.ipynb #7c184890
+# %% ../nbs/10_prices.ipynb #fa364cc7
 @dataclass
 class UpsertResult:
     ticker: str
@@ -444,39 +444,90 @@ def _same_values(old: pd.DataFrame, new: pd.DataFrame) -> np.ndarray:
 
 
 class PriceStore:
-    "Parquet files of bars, one per ticker, under `root`."
+    """Parquet files of bars, one per ticker, under `root`: a local folder, or any fsspec URL (s3://bucket/prices on
+    MinIO or S3 when the workspace scales out). Local writes go through a temporary file and a rename; an object-store
+    write is one PUT, which S3 makes visible whole or not at all."""
 
-    def __init__(self, root: Path | str):
-        self.root = Path(root)
+    def __init__(self, root: Path | str, storage_options: dict | None = None):
+        from fsspec.core import url_to_fs
+
+        self.url = str(root)
+        self.fs, self.root = url_to_fs(self.url, **(storage_options or {}))
+        self.local = "file" in self.fs.protocol
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PriceStore:
-        return cls(settings.prices_dir)
+        return cls(settings.prices_location, settings.storage_options)
 
-    def path(self, ticker: str) -> Path:
-        return self.root / f"{validate_ticker(ticker)}.parquet"
+    def path(self, ticker: str) -> str:
+        "Where `ticker`'s file is, inside the store's filesystem."
+        return f"{self.root}/{validate_ticker(ticker)}.parquet"
+
+    def _files(self) -> list[dict]:
+        if self.local:
+            return [
+                {"name": str(path), "mtime": path.stat().st_mtime_ns, "size": path.stat().st_size}
+                for path in sorted(Path(self.root).glob("*.parquet"))
+            ]
+        self.fs.invalidate_cache(self.root)  # another process may have written since the last listing
+        try:
+            entries = self.fs.ls(self.root, detail=True)
+        except FileNotFoundError:
+            return []
+        return [
+            {
+                "name": e["name"],
+                "mtime": str(e.get("ETag") or e.get("LastModified") or e.get("created")),
+                "size": e["size"],
+            }
+            for e in sorted(entries, key=lambda e: e["name"])
+            if e["name"].endswith(".parquet") and e.get("type") == "file"
+        ]
 
     def tickers(self) -> list[str]:
-        return sorted(path.stem for path in self.root.glob("*.parquet")) if self.root.is_dir() else []
+        return [entry["name"].rsplit("/", 1)[-1].removesuffix(".parquet") for entry in self._files()]
+
+    def stamps(self) -> list[tuple]:
+        "(path, version, size) of every stored file: what changes when prices change."
+        return [(entry["name"], entry["mtime"], entry["size"]) for entry in self._files()]
+
+    def read_bytes(self, ticker: str) -> bytes:
+        return self.fs.cat_file(self.path(ticker))
+
+    def read_parquet(self, ticker: str, **kwargs) -> pd.DataFrame | None:
+        "`pd.read_parquet` of `ticker`'s file (kwargs: columns, filters), or None when there is none."
+        try:
+            if self.local:
+                return pd.read_parquet(self.path(ticker), **kwargs)
+            return pd.read_parquet(self.path(ticker), filesystem=self.fs, **kwargs)
+        except FileNotFoundError:
+            return None
 
     def load(self, ticker: str, start: dt.date | str | None = None, end: dt.date | str | None = None) -> pd.DataFrame:
         "Stored bars of `ticker` from `start` to `end` inclusive (as of `end`: nothing later is read)."
-        path = self.path(ticker)
-        if not path.is_file():
-            return make_bars(pd.DataFrame({"date": []}), ticker, "none").iloc[:0]
         filters = []
         if start is not None:
             filters.append(("date", ">=", pd.Timestamp(start)))
         if end is not None:
             filters.append(("date", "<=", pd.Timestamp(end)))
-        return pd.read_parquet(path, filters=filters or None).reset_index(drop=True)
+        bars = self.read_parquet(ticker, filters=filters or None)
+        if bars is None:
+            return make_bars(pd.DataFrame({"date": []}), ticker, "none").iloc[:0]
+        return bars.reset_index(drop=True)
 
     def last_date(self, ticker: str) -> pd.Timestamp | None:
-        path = self.path(ticker)
-        if not path.is_file():
-            return None
-        dates = pd.read_parquet(path, columns=["date"])["date"]
-        return dates.max() if len(dates) else None
+        dates = self.read_parquet(ticker, columns=["date"])
+        return dates["date"].max() if dates is not None and len(dates) else None
+
+    def _write(self, frame: pd.DataFrame, ticker: str) -> None:
+        if self.local:
+            write_parquet_atomic(frame, Path(self.path(ticker)))
+            return
+        import io
+
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        self.fs.pipe_file(self.path(ticker), buffer.getvalue())  # one PUT: the object appears whole or not at all
 
     def upsert(self, bars: pd.DataFrame) -> UpsertResult:
         "Insert new dates, replace changed ones, keep unchanged ones as stored; one ticker, unique dates."
@@ -486,8 +537,9 @@ class PriceStore:
         if bars["date"].duplicated().any():
             raise ValueError("upsert takes unique dates; run the health checks first")
         ticker = tickers[0]
-        for stale in self.root.glob(f".{self.path(ticker).name}.*.tmp"):  # left by a crashed writer
-            stale.unlink(missing_ok=True)
+        if self.local:
+            for stale in Path(self.root).glob(f".{ticker}.parquet.*.tmp"):  # left by a crashed writer
+                stale.unlink(missing_ok=True)
         old = self.load(ticker)
         merged = old.merge(bars[["date"]], on="date", how="left", indicator=True)
         overlap_old = old[merged["_merge"].to_numpy() == "both"].set_index("date")
@@ -503,7 +555,7 @@ class PriceStore:
             keep = old[~old["date"].isin(replaced)]
             changed = incoming.loc[fresh.union(replaced)].reset_index()
             combined = pd.concat([keep, changed[BAR_COLUMNS]], ignore_index=True) if len(keep) else changed[BAR_COLUMNS]
-            write_parquet_atomic(combined.sort_values("date").reset_index(drop=True)[BAR_COLUMNS], self.path(ticker))
+            self._write(combined.sort_values("date").reset_index(drop=True)[BAR_COLUMNS], ticker)
         return result
 
 

@@ -25,7 +25,7 @@ from .tracking import promotion_log
 __all__ = ['monitor_files', 'workspace_fingerprint', 'run_metrics', 'candidate_table', 'backtest_evidence', 'backtest_verdict',
            'live_verdict', 'TickerView', 'Snapshot', 'load_snapshot', 'ServingState']
 
-# %% ../nbs/65_serving.ipynb #5502b7ef
+# %% ../nbs/65_serving.ipynb #1dbff2cf
 def monitor_files(settings: Settings, days: int = 5) -> list[Path]:
     "The monitoring summaries of the last `days` as-of days, newest day last."
     folder = settings.reports_dir / "drift"
@@ -34,11 +34,10 @@ def monitor_files(settings: Settings, days: int = 5) -> list[Path]:
 
 
 def workspace_fingerprint(settings: Settings) -> tuple:
-    "(name, mtime, size) of the prediction log, promotion log, price files and recent monitoring summaries."
+    "(name, version, size) of the prediction log, promotion log, price files (local or in the object store) and recent monitoring summaries."
     paths = [
         *sorted((settings.data_dir / "predictions").glob("*.parquet")),
         settings.data_dir / "promotion_log.jsonl",
-        *sorted(settings.prices_dir.glob("*.parquet")),
         *monitor_files(settings),
     ]
     stamps = []
@@ -48,7 +47,7 @@ def workspace_fingerprint(settings: Settings) -> tuple:
         except FileNotFoundError:
             continue
         stamps.append((str(path), stat.st_mtime_ns, stat.st_size))
-    return tuple(stamps)
+    return tuple(stamps + PriceStore.from_settings(settings).stamps())
 
 # %% ../nbs/65_serving.ipynb #f0ae4dd6
 _RUN_METRICS: dict[tuple[str, str], dict[str, float]] = {}  # (tracking uri, run id) -> metrics; runs are immutable
