@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run test check export lint format bench lab monitor clean
+.PHONY: help install run test scaleout check export lint format bench lab monitor clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-8s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ run: $(STAMP) ## bring the workspace up on the bundled data: the daily flow thro
 test: $(STAMP) check ## check notebooks and package are in sync, run the notebooks' tests (nbdev-test) and pytest
 	$(BIN)/nbdev-test --n-workers 2
 	$(BIN)/pytest -q
+
+scaleout: $(STAMP) ## the team stack run natively (PostgreSQL, S3 server, MLflow + Prefect servers, 2 workers, 2 API replicas behind nginx) and the compose file; needs apt postgresql nginx-light docker-compose
+	$(BIN)/pytest -q -m scaleout
 
 check: $(STAMP) ## fail when pyproject.toml lacks [tool.nbdev] or nbdev-export would change stockops/
 	@$(BIN)/python -c 'import sys, tomllib; nbdev = tomllib.load(open("pyproject.toml", "rb")).get("tool", {}).get("nbdev"); \
@@ -48,10 +51,11 @@ format: $(STAMP) ## ruff format, clean notebooks, export
 	$(BIN)/nbdev-clean
 	$(BIN)/nbdev-export
 
-bench: $(STAMP) ## benchmarks: first training (< 3 min); daily run, plain vs Prefect + papermill; API vs bare FastAPI and MLflow (needs wrk)
+bench: $(STAMP) ## benchmarks: first training (< 3 min); daily run, plain vs Prefect + papermill; API vs bare FastAPI and MLflow (needs wrk); training on 1 vs 2 workers
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/api.py
+	$(BIN)/python bench/scaleout.py
 
 lab: $(STAMP) ## JupyterLab on the workspace (127.0.0.1:8888)
 	$(BIN)/jupyter lab --no-browser --ip 127.0.0.1 --port 8888 --notebook-dir .

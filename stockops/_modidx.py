@@ -236,6 +236,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'stockops.monitor.realised_forecasts': ('monitor.html#realised_forecasts', 'stockops/monitor.py'),
                                   'stockops.monitor.retrain_decision': ('monitor.html#retrain_decision', 'stockops/monitor.py')},
             'stockops.orchestrate': { 'stockops.orchestrate._fan_out': ('orchestrate.html#_fan_out', 'stockops/orchestrate.py'),
+                                      'stockops.orchestrate._train': ('orchestrate.html#_train', 'stockops/orchestrate.py'),
                                       'stockops.orchestrate.deploy_training': ( 'orchestrate.html#deploy_training',
                                                                                 'stockops/orchestrate.py'),
                                       'stockops.orchestrate.record_path': ('orchestrate.html#record_path', 'stockops/orchestrate.py'),

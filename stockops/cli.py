@@ -369,7 +369,7 @@ def models(
             show["time"] = show["time"].str[:19]
             console.print(_table(show.round(4), title="promotion history"))
 
-# %% ../nbs/80_cli.ipynb #97983b90
+# %% ../nbs/80_cli.ipynb #72e015fd
 def _prefect_environment(settings) -> None:
     "Point Prefect at the workspace (home under the data directory, patient temporary server) before it is imported."
     import os
@@ -627,6 +627,9 @@ def worker(
         str | None, typer.Option(help="name shown in the Prefect UI (default: stockops-<host name>)")
     ] = None,
     limit: Annotated[int, typer.Option(min=1, help="flow runs this worker runs at once")] = 1,
+    threads: Annotated[
+        int, typer.Option(min=1, help="BLAS/OpenMP threads per flow run (several workers on one machine: 1)")
+    ] = 1,
     healthcheck_port: Annotated[
         int | None, typer.Option(help="serve GET /health on this port (for a container healthcheck)")
     ] = None,
@@ -656,6 +659,7 @@ def worker(
         name = name or f"stockops-{socket.gethostname()}"
         print(f"worker {name}: pool {settings.prefect_work_pool!r}, deployment {deployment}, {url}", flush=True)
         env = child_environment(settings) | settings.prefect_env() | {"PREFECT_WORKER_QUERY_SECONDS": "2", "PREFECT_LOGGING_LEVEL": "INFO"}  # fmt: skip
+        env |= {name: str(threads) for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
         command = ["-m", "prefect", "worker", "start", "--pool", settings.prefect_work_pool, "--type", "process"]
         if healthcheck_port:
             command.append("--with-healthcheck")

@@ -37,7 +37,7 @@ def runbook(
     run.raise_for_failure()
     return asdict(run)
 
-# %% ../nbs/61_orchestrate.ipynb #662a6f18
+# %% ../nbs/61_orchestrate.ipynb #149c049e
 TRAIN_FLOW, TRAIN_DEPLOYMENT = "train-ticker", "stockops"
 
 
@@ -46,12 +46,8 @@ def record_path(settings: Settings, flow_name: str, as_of: str, ticker: str, kin
     return runbook_output(settings, flow_name, as_of, "train_forecaster", ticker).with_suffix(f".{kind}.json")
 
 
-def train_one(as_of: str, ticker: str, force: bool, overrides: dict, flow_name: str) -> dict:
-    "The body of the `train-ticker` flow: one `train_forecaster` runbook, and its run record for the flow that waits."
-    from stockops.pipeline import wait_for_logging
-
-    settings = load_settings().with_overrides(overrides, origin="flow parameter")
-    run = runbook(
+def _train(as_of: str, ticker: str, force: bool, overrides: dict, flow_name: str) -> dict:
+    return runbook(
         "train_forecaster",
         {"as_of": as_of, "ticker": ticker, "force": force},
         overrides,
@@ -59,7 +55,16 @@ def train_one(as_of: str, ticker: str, force: bool, overrides: dict, flow_name: 
         ticker=ticker,
         label=f"-{ticker}",
     )
-    wait_for_logging()
+
+
+def train_one(as_of: str, ticker: str, force: bool, overrides: dict, flow_name: str) -> dict:
+    "The body of the `train-ticker` flow: one `train_forecaster` runbook, logged, and its record for the flow that waits."
+    from stockops.pipeline import wait_for_logging
+
+    settings = load_settings().with_overrides(overrides, origin="flow parameter")
+    run = _train(as_of, ticker, force, overrides, flow_name)
+    logged = wait_for_logging()  # this process's only runbook: its MLflow run id
+    run["mlflow_run_id"] = logged[-1] if logged else run["mlflow_run_id"]
     write_json_atomic(record_path(settings, flow_name, as_of, ticker), run)
     return run
 
@@ -68,7 +73,7 @@ def train_tickers(tickers: list[str], as_of: str, overrides: dict, flow_name: st
     "Train `tickers` as of `as_of`: here, one after another, or as concurrent flow runs on the settings' work pool."
     settings = load_settings().with_overrides(overrides, origin="flow parameter")
     if not settings.prefect_work_pool or not tickers:
-        return [train_one(as_of, t, force, overrides, flow_name) for t in tickers]
+        return [_train(as_of, t, force, overrides, flow_name) for t in tickers]  # logged in the background
     from prefect.utilities.asyncutils import run_coro_as_sync
 
     return run_coro_as_sync(_fan_out(settings, tickers, as_of, overrides, flow_name, force))

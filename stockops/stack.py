@@ -54,7 +54,7 @@ def render_nginx(template: str, apis: list[int], dashboards: int, listen: int) -
         raise ValueError("deploy/nginx.conf no longer has 'server api:8000;', 'server voila:8866;' and 'listen 80;'")
     return text
 
-# %% ../nbs/90_stack.ipynb #9536ce8f
+# %% ../nbs/90_stack.ipynb #453f919d
 @dataclass
 class Service:
     name: str
@@ -178,13 +178,15 @@ class NativeStack:
         pages = self.s3_client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
         return [item["Key"] for page in pages for item in page.get("Contents", [])]
 
-    def mlflow(self) -> str:
-        "The MLflow tracking server: runs and registry in PostgreSQL, artifacts proxied to s3://<bucket>/mlflow."
+    def mlflow(self, database: str = "mlflow") -> str:
+        "The MLflow tracking server: runs and registry in PostgreSQL (`database`), artifacts proxied to s3://<bucket>/mlflow."
+        if database != "mlflow":
+            self.psql(f"create database {database}")
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         env = S3_CREDENTIALS | {"MLFLOW_S3_ENDPOINT_URL": f"http://127.0.0.1:{self.ports['s3']}"}
         self._start("mlflow", [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
-                               f"postgresql://postgres@127.0.0.1:{self.ports['postgres']}/mlflow",
+                               f"postgresql://postgres@127.0.0.1:{self.ports['postgres']}/{database}",
                                "--artifacts-destination", f"s3://{self.bucket}/mlflow", "--host", "127.0.0.1",
                                "--port", str(port), "--workers", "1"], env, ready=f"{url}/health")  # fmt: skip
         self.ports["mlflow"] = port
@@ -221,11 +223,13 @@ class NativeStack:
         return subprocess.run(command, env={**os.environ, **self.env(), **(env or {})}, cwd=REPO, capture_output=True,
                               text=True, timeout=timeout)  # fmt: skip
 
-    def workers(self, count: int = 2) -> list[str]:
+    def workers(self, count: int = 2, env: dict | None = None) -> list[str]:
         "`count` process workers on the work pool (each registers the training deployment); their names."
         names = [f"worker-{i}" for i in range(1, count + 1)]
         for name in names:
-            self._start(name, [str(Path(sys.executable).parent / "stockops"), "worker", "--name", name], self.env())
+            self._start(
+                name, [str(Path(sys.executable).parent / "stockops"), "worker", "--name", name], env or self.env()
+            )
         for name in names:
             self._wait_for_log(name, f"Worker '{name}' started")
         return names

@@ -1,0 +1,59 @@
+"""Training fanned out over a Prefect process work pool: one worker against two, on the team stack run natively.
+
+Each round trains the bundled universe (first training: no champion yet) as of 2013-01-31 through the `train` flow,
+which starts one `train-ticker` flow run per ticker on the pool and waits for them. Rounds run in a fresh workspace
+(prices under their own bucket prefix, their own MLflow server and database) against the same PostgreSQL, S3 server
+and Prefect server; the in-flow round (no pool) is the same training without fan-out, for the overhead.
+
+    python bench/scaleout.py         # about 6 minutes on 2 cores; needs Debian's postgresql (see `make scaleout`)
+"""
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from stockops.stack import NativeStack
+
+AS_OF = "2013-01-31"
+
+
+def main() -> int:
+    root = Path(tempfile.mkdtemp(prefix="stockops-bench-"))
+    seconds = {}
+    with NativeStack(root) as stack:
+        started = time.perf_counter()
+        stack.postgres()
+        stack.s3()
+        stack.prefect()
+        print(f"PostgreSQL, S3 server and Prefect server up in {time.perf_counter() - started:.1f} s", flush=True)
+        for label, workers in [("in the flow (no pool)", 0), ("1 worker", 1), ("2 workers", 2)]:
+            key = f"round{workers}"
+            tracking = stack.mlflow(database=f"mlflow_{key}")
+            stack.services[f"mlflow-{key}"] = stack.services.pop("mlflow")
+            env = stack.env(data_dir=str(root / key / "data"), reports_dir=str(root / key / "reports"),
+                            prices_url=f"s3://{stack.bucket}/{key}/prices", mlflow_tracking_uri=tracking)  # fmt: skip
+            if not workers:
+                env["STOCKOPS_PREFECT_WORK_POOL"] = ""
+            ingest = stack.stockops("ingest", "--end", AS_OF, env=env)
+            assert ingest.returncode == 0, ingest.stderr[-2000:]
+            names = stack.workers(workers, env) if workers else []
+            started = time.perf_counter()
+            trained = stack.stockops("train", "--flow", "--as-of", AS_OF, env=env)
+            seconds[label] = time.perf_counter() - started
+            assert trained.returncode == 0, trained.stdout[-2000:] + trained.stderr[-3000:]
+            spread = {name: len(stack.worker_runs(name)) for name in names}
+            print(f"{label:<24} {seconds[label]:7.1f} s   flow runs per worker (cumulative): {spread}", flush=True)
+            stack.stop(*names, f"mlflow-{key}")
+    one, two, plain = seconds["1 worker"], seconds["2 workers"], seconds["in the flow (no pool)"]
+    print()
+    print("training the bundled universe (5 tickers, first training) as of", AS_OF)
+    print(f"  in the flow, no pool   {plain:7.1f} s")
+    print(f"  1 worker               {one:7.1f} s   ({one / plain:.2f}x the in-flow time: a process and a kernel per flow run)")
+    print(f"  2 workers              {two:7.1f} s")
+    print(f"  speed-up 1 -> 2 workers {one / two:.2f}x (target > 1.3x on 2 cores)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
