@@ -5,7 +5,7 @@ from prefect import flow
 
 from stockops.config import load_settings, parse_tickers
 from stockops.orchestrate import train_one, train_tickers
-from stockops.pipeline import resolve_as_of
+from stockops.pipeline import resolve_as_of, wait_for_logging
 
 
 @flow(name="train", log_prints=True)
@@ -16,6 +16,7 @@ def train(as_of: str = "", tickers: str = "", force: bool = False, overrides: di
     symbols = parse_tickers(tickers) if tickers else list(settings.universe)
     day = resolve_as_of(settings, as_of, symbols)
     runs = train_tickers(symbols, day, overrides, "train", force=force)
+    wait_for_logging()  # every runbook run is in MLflow before the flow ends
     return {"as_of": day, "results": {run["ticker"]: run["result"] for run in runs}}
 
 

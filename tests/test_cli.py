@@ -122,3 +122,27 @@ def test_yahoo_unreachable_exits_1_within_60s_and_leaves_store_untouched(workspa
     assert "the store was not changed" in result.stderr
     assert "possibly delisted" not in result.stderr.split("last error:")[1].split(")")[0]  # the real cause is named
     assert workspace.files() == before
+
+
+WORKER_INPUT = [
+    ({}, "prefect_work_pool is empty"),
+    ({"STOCKOPS_PREFECT_WORK_POOL": "stockops"}, "a worker needs a Prefect server: set prefect_api_url"),
+    ({"STOCKOPS_PREFECT_WORK_POOL": "stockops", "STOCKOPS_PREFECT_API_URL": "http://127.0.0.1:9/api"},
+     "no Prefect server answers at http://127.0.0.1:9/api"),  # fmt: skip
+    ({"STOCKOPS_PRICES_URL": "ftp://host/prices"}, "prices_url = 'ftp://host/prices': expected a folder or an s3://"),
+    ({"STOCKOPS_S3_ENDPOINT_URL": "minio:9000"}, "s3_endpoint_url = 'minio:9000': expected an http(s):// URL"),
+]
+
+
+@pytest.mark.parametrize("env,message", WORKER_INPUT, ids=[m.split(":")[0] for _, m in WORKER_INPUT])
+def test_worker_without_a_pool_or_server_exits_2(workspace, env, message):
+    result = workspace.run("worker", extra_env=env)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert message in result.stderr
+    assert not workspace.data.exists()
+
+
+def test_dashboard_on_a_public_address_needs_a_token(workspace):
+    result = workspace.run("dashboard", "--host", "0.0.0.0")
+    assert result.returncode == 2
+    assert "dashboards on 0.0.0.0 are reachable from other machines: give --token" in result.stderr

@@ -20,7 +20,8 @@ from stockops.stack import NativeStack, render_nginx
 pytestmark = pytest.mark.scaleout
 
 REPO = Path(__file__).resolve().parents[1]
-AS_OF = "2013-01-31"
+AS_OF = "2013-01-31"  # the first day: no champions yet, every ticker trains on the pool
+NEXT_DAY = "2013-02-15"  # a later day: champions are young, so monitoring, drift reports and forecasts only
 UNIVERSE = ["AAPL", "MSFT", "IBM", "GOOG", "FB"]
 
 
@@ -39,9 +40,9 @@ def stack():
         servers.mlflow()
         servers.prefect()
         servers.workers(2)
-        daily = servers.stockops("run", "--as-of", AS_OF)
-        assert daily.returncode == 0, daily.stdout[-3000:] + daily.stderr[-3000:]
-        servers.daily_output = daily.stdout
+        for day in (AS_OF, NEXT_DAY):
+            daily = servers.stockops("run", "--as-of", day)
+            assert daily.returncode == 0, daily.stdout[-3000:] + daily.stderr[-3000:]
         servers.apis(2)
         servers.dashboards()
         servers.nginx()
@@ -56,6 +57,10 @@ def test_daily_flow_retrained_every_ticker_on_the_pool(stack):
         record = json.loads((stack.root / "reports" / "daily" / AS_OF / f"train_forecaster-{ticker}.run.json").read_text())
         assert record["status"] == "ok" and record["ticker"] == ticker and record["mlflow_run_id"]
     assert not (stack.root / "data" / "prices").exists()  # prices live in the bucket, not on a disk
+    later = json.loads((stack.root / "reports" / "daily" / NEXT_DAY / "run.json").read_text())["summary"]
+    assert later["retrained"] == []  # champions 11 trading days old: younger than retrain_min_gap
+    no_drift = [ticker for ticker, decision in later["decisions"].items() if decision["drift_share"] is None]
+    assert no_drift == ["FB"]  # listed in May 2012: too short a training window to compare with
 
 
 def test_flow_runs_spread_over_both_workers(stack):
@@ -73,7 +78,7 @@ def test_flow_runs_spread_over_both_workers(stack):
     assert by_worker["worker-1"] | by_worker["worker-2"] == {run["id"] for run in runs}
     # the parent daily flow waited for them: its run is completed in the same server
     _, _, body = get(f"{api}/flow_runs/filter", json.dumps({"flows": {"name": {"any_": ["daily"]}}}).encode())
-    assert [run["state_type"] for run in json.loads(body)] == ["COMPLETED"]
+    assert [run["state_type"] for run in json.loads(body)] == ["COMPLETED", "COMPLETED"]
 
 
 def test_runs_and_models_in_postgres_backed_mlflow(stack):
@@ -94,7 +99,18 @@ def test_artifacts_and_prices_in_the_bucket(stack):
     assert sum(key.endswith("/MLmodel") for key in artifacts) == 5  # a registered forecaster per ticker
     notebooks = [key for key in artifacts if key.endswith(".ipynb")]
     assert {Path(key).name for key in notebooks} >= {f"train_forecaster-{t}.ipynb" for t in UNIVERSE} | {"etl_prices.ipynb"}
-    assert any(key.endswith(".html") and "drift" in key for key in artifacts)  # the Evidently report
+    drift_reports = {Path(key).name for key in artifacts if "/artifacts/reports/" in key and key.endswith(".html")}
+    assert drift_reports == {f"{t}.html" for t in UNIVERSE if t != "FB"}  # the Evidently reports of the later day
+
+
+def test_a_training_failing_on_the_pool_fails_the_flow_naming_ticker_and_cell(stack):
+    result = stack.stockops("train", "--flow", "--tickers", "IBM", "--as-of", "1999-02-01")
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "training failed on the work pool: IBM: cell" in result.stderr
+    assert "(BadInput: no stored prices for IBM up to 1999-02-01" in result.stderr  # the runbook's own error
+    failure = json.loads((stack.root / "reports" / "train" / "1999-02-01" / "train_forecaster-IBM.failure.json").read_text())
+    assert failure["runs"][0]["failure"]["error"] == "BadInput"
+    assert not (stack.root / "reports" / "train" / "1999-02-01" / "train_forecaster-IBM.run.json").exists()
 
 
 def test_api_replicas_behind_nginx(stack):
@@ -108,9 +124,9 @@ def test_api_replicas_behind_nginx(stack):
     assert set(upstreams) == {f"127.0.0.1:{port}" for port in stack.api_ports}  # both replicas answered
     assert len(bodies) == 1  # and they agree: the same snapshot of the shared workspace
     answer = json.loads(bodies.pop())
-    assert answer["as_of"] == AS_OF and answer["ticker"] == "AAPL"
-    status, _, body = get(f"{base}/history/IBM?start=2013-01-28")  # read from the bucket by the replicas
-    assert [row["date"] for row in json.loads(body)["bars"]][-1] == AS_OF
+    assert answer["as_of"] == NEXT_DAY and answer["ticker"] == "AAPL"
+    status, _, body = get(f"{base}/history/IBM?start=2013-02-11")  # read from the bucket by the replicas
+    assert [row["date"] for row in json.loads(body)["bars"]][-1] == NEXT_DAY
     served = {}
     for port in stack.api_ports:  # each replica counted its own share of the requests
         _, _, metrics = get(f"http://127.0.0.1:{port}/metrics")
