@@ -19,7 +19,7 @@ from .prices import write_json_atomic
 # %% auto #0
 __all__ = ['TRAIN_FLOW', 'TRAIN_DEPLOYMENT', 'runbook', 'record_path', 'train_one', 'train_tickers', 'deploy_training']
 
-# %% ../nbs/61_orchestrate.ipynb #ee9b2625
+# %% ../nbs/61_orchestrate.ipynb #a4717183
 @task(cache_policy=NONE, task_run_name="{runbook}{label}")
 def runbook(
     runbook: str,  # runbook name, e.g. etl_prices
@@ -28,16 +28,17 @@ def runbook(
     flow_name: str,  # folder under reports/
     ticker: str | None = None,  # per-ticker runs
     label: str = "",  # suffix of the task run's name
+    warm: bool = True,  # keep a warm kernel for the next runbook (False when this process runs only one)
 ) -> dict:
     "Run one runbook; a failed runbook writes `<runbook><label>.failure.json` and fails the task with the cell and error."
     settings = load_settings().with_overrides(overrides, origin="flow parameter")
-    run = run_runbook(runbook, parameters, settings, flow=flow_name, ticker=ticker)
+    run = run_runbook(runbook, parameters, settings, flow=flow_name, ticker=ticker, warm=warm)
     if run.status != "ok":
         write_run_record([run], settings.reports_dir / flow_name / run.as_of / f"{runbook}{label}.failure.json")
     run.raise_for_failure()
     return asdict(run)
 
-# %% ../nbs/61_orchestrate.ipynb #149c049e
+# %% ../nbs/61_orchestrate.ipynb #577c318f
 TRAIN_FLOW, TRAIN_DEPLOYMENT = "train-ticker", "stockops"
 
 
@@ -46,7 +47,7 @@ def record_path(settings: Settings, flow_name: str, as_of: str, ticker: str, kin
     return runbook_output(settings, flow_name, as_of, "train_forecaster", ticker).with_suffix(f".{kind}.json")
 
 
-def _train(as_of: str, ticker: str, force: bool, overrides: dict, flow_name: str) -> dict:
+def _train(as_of: str, ticker: str, force: bool, overrides: dict, flow_name: str, warm: bool = True) -> dict:
     return runbook(
         "train_forecaster",
         {"as_of": as_of, "ticker": ticker, "force": force},
@@ -54,6 +55,7 @@ def _train(as_of: str, ticker: str, force: bool, overrides: dict, flow_name: str
         flow_name,
         ticker=ticker,
         label=f"-{ticker}",
+        warm=warm,
     )
 
 
@@ -62,7 +64,7 @@ def train_one(as_of: str, ticker: str, force: bool, overrides: dict, flow_name: 
     from stockops.pipeline import wait_for_logging
 
     settings = load_settings().with_overrides(overrides, origin="flow parameter")
-    run = _train(as_of, ticker, force, overrides, flow_name)
+    run = _train(as_of, ticker, force, overrides, flow_name, warm=False)  # one runbook: no kernel for a next one
     logged = wait_for_logging()  # this process's only runbook: its MLflow run id
     run["mlflow_run_id"] = logged[-1] if logged else run["mlflow_run_id"]
     write_json_atomic(record_path(settings, flow_name, as_of, ticker), run)
