@@ -127,8 +127,10 @@ def test_yahoo_unreachable_exits_1_within_60s_and_leaves_store_untouched(workspa
 WORKER_INPUT = [
     ({}, "prefect_work_pool is empty"),
     ({"STOCKOPS_PREFECT_WORK_POOL": "stockops"}, "a worker needs a Prefect server: set prefect_api_url"),
-    ({"STOCKOPS_PREFECT_WORK_POOL": "stockops", "STOCKOPS_PREFECT_API_URL": "http://127.0.0.1:9/api"},
-     "no Prefect server answers at http://127.0.0.1:9/api"),  # fmt: skip
+    (
+        {"STOCKOPS_PREFECT_WORK_POOL": "stockops", "STOCKOPS_PREFECT_API_URL": "http://127.0.0.1:9/api"},
+        "no Prefect server answers at http://127.0.0.1:9/api",
+    ),  # fmt: skip
     ({"STOCKOPS_PRICES_URL": "ftp://host/prices"}, "prices_url = 'ftp://host/prices': expected a folder or an s3://"),
     ({"STOCKOPS_S3_ENDPOINT_URL": "minio:9000"}, "s3_endpoint_url = 'minio:9000': expected an http(s):// URL"),
 ]

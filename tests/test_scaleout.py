@@ -54,7 +54,9 @@ def test_daily_flow_retrained_every_ticker_on_the_pool(stack):
     summary = json.loads((stack.root / "reports" / "daily" / AS_OF / "run.json").read_text())["summary"]
     assert summary["as_of"] == AS_OF and summary["retrained"] == UNIVERSE
     for ticker in UNIVERSE:  # each training left its executed notebook and its record in the shared reports
-        record = json.loads((stack.root / "reports" / "daily" / AS_OF / f"train_forecaster-{ticker}.run.json").read_text())
+        record = json.loads(
+            (stack.root / "reports" / "daily" / AS_OF / f"train_forecaster-{ticker}.run.json").read_text()
+        )
         assert record["status"] == "ok" and record["ticker"] == ticker and record["mlflow_run_id"]
     assert not (stack.root / "data" / "prices").exists()  # prices live in the bucket, not on a disk
     later = json.loads((stack.root / "reports" / "daily" / NEXT_DAY / "run.json").read_text())["summary"]
@@ -67,7 +69,9 @@ def test_flow_runs_spread_over_both_workers(stack):
     api = f"http://127.0.0.1:{stack.ports['prefect']}/api"
     _, _, body = get(f"{api}/deployments/name/train-ticker/stockops")
     deployment = json.loads(body)
-    _, _, body = get(f"{api}/flow_runs/filter", json.dumps({"deployments": {"id": {"any_": [deployment["id"]]}}}).encode())
+    _, _, body = get(
+        f"{api}/flow_runs/filter", json.dumps({"deployments": {"id": {"any_": [deployment["id"]]}}}).encode()
+    )
     runs = json.loads(body)
     assert sorted(run["name"] for run in runs) == sorted(f"train-{t}-{AS_OF}" for t in UNIVERSE)
     assert {run["state_type"] for run in runs} == {"COMPLETED"}
@@ -98,7 +102,9 @@ def test_artifacts_and_prices_in_the_bucket(stack):
     artifacts = stack.objects("mlflow/")
     assert sum(key.endswith("/MLmodel") for key in artifacts) == 5  # a registered forecaster per ticker
     notebooks = [key for key in artifacts if key.endswith(".ipynb")]
-    assert {Path(key).name for key in notebooks} >= {f"train_forecaster-{t}.ipynb" for t in UNIVERSE} | {"etl_prices.ipynb"}
+    assert {Path(key).name for key in notebooks} >= {f"train_forecaster-{t}.ipynb" for t in UNIVERSE} | {
+        "etl_prices.ipynb"
+    }
     drift_reports = {Path(key).name for key in artifacts if "/artifacts/reports/" in key and key.endswith(".html")}
     assert drift_reports == {f"{t}.html" for t in UNIVERSE if t != "FB"}  # the Evidently reports of the later day
 
@@ -108,7 +114,9 @@ def test_a_training_failing_on_the_pool_fails_the_flow_naming_ticker_and_cell(st
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
     assert "training failed on the work pool: IBM: cell" in result.stderr
     assert "(BadInput: no stored prices for IBM up to 1999-02-01" in result.stderr  # the runbook's own error
-    failure = json.loads((stack.root / "reports" / "train" / "1999-02-01" / "train_forecaster-IBM.failure.json").read_text())
+    failure = json.loads(
+        (stack.root / "reports" / "train" / "1999-02-01" / "train_forecaster-IBM.failure.json").read_text()
+    )
     assert failure["runs"][0]["failure"]["error"] == "BadInput"
     assert not (stack.root / "reports" / "train" / "1999-02-01" / "train_forecaster-IBM.run.json").exists()
 
@@ -130,7 +138,9 @@ def test_api_replicas_behind_nginx(stack):
     served = {}
     for port in stack.api_ports:  # each replica counted its own share of the requests
         _, _, metrics = get(f"http://127.0.0.1:{port}/metrics")
-        counts = re.findall(r'http_requests_total\{[^}]*handler="/forecast/\{ticker\}"[^}]*\} (\d+(?:\.\d+)?)', metrics.decode())
+        counts = re.findall(
+            r'http_requests_total\{[^}]*handler="/forecast/\{ticker\}"[^}]*\} (\d+(?:\.\d+)?)', metrics.decode()
+        )
         served[port] = sum(float(count) for count in counts)
     assert all(count >= 1 for count in served.values()) and sum(served.values()) >= 12, served
 
@@ -159,7 +169,11 @@ def compose_env(tmp_path):
 
 
 def compose(folder: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("POSTGRES_", "MINIO_", "S3_", "STOCKOPS_"))}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("POSTGRES_", "MINIO_", "S3_", "STOCKOPS_"))
+    }
     return subprocess.run(["docker-compose", *args], cwd=folder, capture_output=True, text=True, env=env)
 
 
@@ -187,7 +201,9 @@ def test_compose_file_validates_with_every_service_healthchecked(compose_env):
 
 def test_compose_refuses_a_missing_secret(compose_env):
     env_file = compose_env / ".env"
-    env_file.write_text(re.sub(r"^POSTGRES_PASSWORD=.*$", "POSTGRES_PASSWORD=", env_file.read_text(), flags=re.MULTILINE))
+    env_file.write_text(
+        re.sub(r"^POSTGRES_PASSWORD=.*$", "POSTGRES_PASSWORD=", env_file.read_text(), flags=re.MULTILINE)
+    )
     checked = compose(compose_env, "config")
     assert checked.returncode != 0
     assert "set POSTGRES_PASSWORD in .env" in checked.stderr
