@@ -233,6 +233,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'stockops.monitor.MonitorResult': ('monitor.html#monitorresult', 'stockops/monitor.py'),
                                   'stockops.monitor.MonitorResult.summary': ('monitor.html#monitorresult.summary', 'stockops/monitor.py'),
                                   'stockops.monitor.RetrainDecision': ('monitor.html#retraindecision', 'stockops/monitor.py'),
+                                  'stockops.monitor._drift_frames': ('monitor.html#_drift_frames', 'stockops/monitor.py'),
+                                  'stockops.monitor._summary': ('monitor.html#_summary', 'stockops/monitor.py'),
                                   'stockops.monitor.feature_drift': ('monitor.html#feature_drift', 'stockops/monitor.py'),
                                   'stockops.monitor.live_performance': ('monitor.html#live_performance', 'stockops/monitor.py'),
                                   'stockops.monitor.monitor_ticker': ('monitor.html#monitor_ticker', 'stockops/monitor.py'),

@@ -70,7 +70,7 @@ def live_performance(ticker: str, as_of: dt.date | str, settings: Settings) -> p
                      "coverage_80": group["covered_80"].mean(), "coverage_90": group["covered_90"].mean()})  # fmt: skip
     return pd.DataFrame(rows, columns=columns)
 
-# %% ../nbs/50_monitor.ipynb #506b61ea
+# %% ../nbs/50_monitor.ipynb #e0dec211
 DRIFT_COLUMNS = ["ret_lag0", "abs_ret", "volume_z_20d"]
 DRIFT_TEST, DRIFT_P_VALUE = "ks", 0.05
 
@@ -89,14 +89,40 @@ class DriftSummary:
     html: str | None = None
 
 
-def feature_drift(reference: pd.DataFrame, current: pd.DataFrame, columns: list[str] | None = None):
-    "Run Evidently's data drift preset on the monitored columns; returns (summary, snapshot)."
+def _drift_frames(reference: pd.DataFrame, current: pd.DataFrame, columns: list[str] | None):
+    reference, current = (frame.assign(abs_ret=frame["ret_lag0"].abs()) for frame in (reference, current))
+    columns = [c for c in (columns or DRIFT_COLUMNS) if c in reference and c in current and reference[c].notna().any()]
+    return reference[columns].dropna(), current[columns].dropna(), columns
+
+
+def _summary(share, details, reference, current) -> DriftSummary:
+    return DriftSummary(share, sorted(c for c, d in details.items() if d["drifted"]), details, len(reference), len(current),
+                        (str(reference.index.min().date()), str(reference.index.max().date())),
+                        (str(current.index.min().date()), str(current.index.max().date())))  # fmt: skip
+
+
+def feature_drift(
+    reference: pd.DataFrame, current: pd.DataFrame, columns: list[str] | None = None, report: bool = True
+):
+    """Run Evidently's data drift preset on the monitored columns; returns (summary, snapshot).
+    `report=False` (replays: hundreds of windows, nobody reads their HTML) runs the same Evidently statistical test per
+    column without building the report: the same numbers, no snapshot."""
+    reference, current, columns = _drift_frames(reference, current, columns)
+    if not report:
+        from evidently.legacy.calculations.stattests import get_stattest
+        from evidently.legacy.core import ColumnType
+
+        details = {}
+        for column in columns:
+            test = get_stattest(reference[column], current[column], ColumnType.Numerical, DRIFT_TEST)
+            result = test(reference[column], current[column], ColumnType.Numerical, DRIFT_P_VALUE)
+            details[column] = {"method": DRIFT_TEST, "statistic": float(result.drift_score),
+                               "threshold": float(result.actual_threshold), "drifted": bool(result.drifted)}  # fmt: skip
+        share = sum(d["drifted"] for d in details.values()) / len(details) if details else float("nan")
+        return _summary(share, details, reference, current), None
     from evidently import Report
     from evidently.presets import DataDriftPreset
 
-    reference, current = (frame.assign(abs_ret=frame["ret_lag0"].abs()) for frame in (reference, current))
-    columns = [c for c in (columns or DRIFT_COLUMNS) if c in reference and c in current and reference[c].notna().any()]
-    reference, current = reference[columns].dropna(), current[columns].dropna()
     preset = DataDriftPreset(num_method=DRIFT_TEST, num_threshold=DRIFT_P_VALUE)
     snapshot = Report([preset], include_tests=True).run(current, reference)
     report = snapshot.dict()
@@ -115,10 +141,7 @@ def feature_drift(reference: pd.DataFrame, current: pd.DataFrame, columns: list[
         column = test["metric_config"]["params"].get("column")
         if column in details:
             details[column]["drifted"] = test["status"] == "FAIL"
-    summary = DriftSummary(share, sorted(c for c, d in details.items() if d["drifted"]), details, len(reference), len(current),
-                           (str(reference.index.min().date()), str(reference.index.max().date())),
-                           (str(current.index.min().date()), str(current.index.max().date())))  # fmt: skip
-    return summary, snapshot
+    return _summary(share, details, reference, current), snapshot
 
 # %% ../nbs/50_monitor.ipynb #99916fa9
 @dataclass
@@ -178,7 +201,7 @@ def retrain_decision(ticker: str, as_of, settings: Settings, champion_as_of: str
             )
     return RetrainDecision(validate_ticker(ticker), str(pd.Timestamp(as_of).date()), bool(reasons), reasons, checks)
 
-# %% ../nbs/50_monitor.ipynb #1dec2022
+# %% ../nbs/50_monitor.ipynb #53e87f91
 @dataclass
 class MonitorResult:
     ticker: str
@@ -195,8 +218,10 @@ class MonitorResult:
                 "decision": asdict(self.decision)}  # fmt: skip
 
 
-def monitor_ticker(ticker: str, as_of: dt.date | str | None = None, settings: Settings | None = None) -> MonitorResult:
-    "Live error vs naive, drift against the champion's training window, and the retraining decision for `ticker`."
+def monitor_ticker(
+    ticker: str, as_of: dt.date | str | None = None, settings: Settings | None = None, report: bool = True
+) -> MonitorResult:
+    "Live error vs naive, drift against the champion's training window, and the retraining decision for `ticker`; `report=False`: no Evidently HTML (replays)."
     from stockops.config import load_settings
     from stockops.tracking import champion_version, mlflow_client
 
@@ -213,14 +238,15 @@ def monitor_ticker(ticker: str, as_of: dt.date | str | None = None, settings: Se
         reference = features.loc[:trained_until].iloc[200:]  # skip the warm-up of the long windows
         current = features.iloc[-settings.drift_window :]
         if len(reference) >= 2 * settings.drift_window:
-            drift, snapshot = feature_drift(reference, current)
-            folder = settings.reports_dir / "drift" / str(as_of.date())
-            folder.mkdir(parents=True, exist_ok=True)
-            html = folder / f"{ticker}.html"
-            temporary = folder / f".{ticker}.html.tmp"
-            snapshot.save_html(str(temporary))
-            temporary.replace(html)
-            drift.html = str(html)
+            drift, snapshot = feature_drift(reference, current, report=report)
+            if snapshot is not None:
+                folder = settings.reports_dir / "drift" / str(as_of.date())
+                folder.mkdir(parents=True, exist_ok=True)
+                html = folder / f"{ticker}.html"
+                temporary = folder / f".{ticker}.html.tmp"
+                snapshot.save_html(str(temporary))
+                temporary.replace(html)
+                drift.html = str(html)
     history = None
     if champion is None:  # a recent listing may not have enough history to train yet
         from stockops.experiment import load_experiment

@@ -27,7 +27,7 @@ from .tracking import promotion_log, train_ticker
 # %% auto #0
 __all__ = ['ReplayResult', 'replay']
 
-# %% ../nbs/62_replay.ipynb #dcfcba0f
+# %% ../nbs/62_replay.ipynb #827cee51
 @dataclass
 class ReplayResult:
     name: str
@@ -47,7 +47,7 @@ def _step(ticker_list, day, settings, experiment, policy):
             rows.append({"as_of": str(day.date()), "ticker": ticker, "policy": policy, "retrained": False,
                          "reasons": "no prices yet", "drift_share": None, "champion_version": None})  # fmt: skip
             continue
-        monitored = monitor_ticker(ticker, day, settings)
+        monitored = monitor_ticker(ticker, day, settings, report=False)  # the replay report is the audit trail
         retrain = monitored.decision.retrain and (policy == "auto" or monitored.champion_version is None)
         version = monitored.champion_version
         if version is None and not retrain:  # a recent listing still gathering the history training needs
