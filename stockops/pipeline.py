@@ -168,7 +168,7 @@ import atexit  # noqa: E402
 
 atexit.register(close_kernels)
 
-# %% ../nbs/60_pipeline.ipynb #36df1e9a
+# %% ../nbs/60_pipeline.ipynb #a4f863b7
 def run_runbook(
     runbook: str,  # name of a notebook in settings.runbooks_dir, e.g. etl_prices
     parameters: dict,  # values for its `parameters` cell (as_of, tickers, ...)
@@ -206,7 +206,8 @@ def run_runbook(
         _POOL.refill(cwd)  # none ready: this runbook starts a fresh kernel while a warm one starts for the next
     try:
         papermill.execute_notebook(str(source), str(temporary), parameters=injected, kernel_name="python3",
-                                   progress_bar=False, cwd=cwd, **({"km": kernel} if kernel is not None else {}))  # fmt: skip
+                                   progress_bar=False, cwd=cwd, request_save_on_cell_execute=False,  # written once, at the end
+                                   **({"km": kernel} if kernel is not None else {}))  # fmt: skip
     except PapermillExecutionError as error:
         run.status = "failed"
         run.failure = {"cell": error.cell_index, "execution_count": error.exec_count, "error": error.ename,
