@@ -28,7 +28,7 @@ test: $(STAMP) check ## check notebooks and package are in sync, run the noteboo
 	$(BIN)/pytest -q
 
 scaleout: $(STAMP) ## the team stack run natively (PostgreSQL, S3 server, MLflow + Prefect servers, 2 workers, 2 API replicas behind nginx) and the compose file; needs apt postgresql nginx-light docker-compose
-	$(BIN)/pytest -q -m scaleout
+	$(BIN)/pytest -v -m scaleout
 
 check: $(STAMP) ## fail when pyproject.toml lacks [tool.nbdev] or nbdev-export would change stockops/
 	@$(BIN)/python -c 'import sys, tomllib; nbdev = tomllib.load(open("pyproject.toml", "rb")).get("tool", {}).get("nbdev"); \
