@@ -109,6 +109,20 @@ def test_artifacts_and_prices_in_the_bucket(stack):
     assert drift_reports == {f"{t}.html" for t in UNIVERSE if t != "FB"}  # the Evidently reports of the later day
 
 
+def test_artifact_location_setting_sends_artifacts_straight_to_the_bucket(stack):
+    "Without a tracking server: SQLite runs, artifacts written by the client itself to s3:// (mlflow_artifact_location)."
+    local = {"STOCKOPS_MLFLOW_TRACKING_URI": "", "STOCKOPS_DATA_DIR": str(stack.root / "embedded"),
+             "STOCKOPS_MLFLOW_ARTIFACT_LOCATION": f"s3://{stack.bucket}/direct", "STOCKOPS_PREFECT_WORK_POOL": ""}  # fmt: skip
+    result = stack.stockops("train", "--tickers", "FB", "--as-of", AS_OF, env=local)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert (stack.root / "embedded" / "mlflow.db").is_file()  # runs and registry: local SQLite
+    assert not (stack.root / "embedded" / "mlartifacts").exists()
+    direct = stack.objects("direct/")
+    assert sum(key.endswith("/MLmodel") for key in direct) == 1 and any(
+        key.endswith("forecaster.joblib") for key in direct
+    )
+
+
 def test_a_training_failing_on_the_pool_fails_the_flow_naming_ticker_and_cell(stack):
     result = stack.stockops("train", "--flow", "--tickers", "IBM", "--as-of", "1999-02-01")
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
