@@ -13,7 +13,7 @@ __all__ = ['RUN_ID_PATTERN', 'SettingsDep', 'StateDep', 'SnapshotDep', 'Predicto
            'run_status', 'StockopsCollector', 'metrics_answer', 'metrics', 'RequestMetrics', 'CachedForecasts',
            'check_binding', 'create_app', 'serve_app']
 
-# %% ../nbs/70_api.ipynb #f9050d88
+# %% ../nbs/70_api.ipynb #e4b7f9bb
 import datetime as dt
 import json
 import logging
@@ -41,6 +41,7 @@ from stockops.config import (
     Settings,
     child_environment,
     environment_value,
+    is_loopback,
     load_settings,
     parse_tickers,
     validate_ticker,
@@ -723,17 +724,11 @@ class CachedForecasts:
                 return
         await self.app(scope, receive, send)
 
-# %% ../nbs/70_api.ipynb #fd3e137d
+# %% ../nbs/70_api.ipynb #1533a368
 def check_binding(settings: Settings, host: str | None = None) -> None:
     "Refuse a non-loopback address without `api_token`: `BadInput`."
-    import ipaddress
-
     host = host or settings.api_host
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback and not settings.api_token:
+    if not is_loopback(host) and not settings.api_token:
         raise BadInput(
             f"refusing to serve on {host} with an empty api_token: set STOCKOPS_API_TOKEN (or api_token in settings.ini), or bind to 127.0.0.1"
         )

@@ -16,7 +16,7 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['TICKER_PATTERN', 'SOURCES', 'SECRET_KEYS', 'KEYS', 'ENV_PREFIX', 'SETTINGS_FILE', 'SECTION', 'BadInput',
            'validate_ticker', 'parse_tickers', 'parse_date', 'SettingsError', 'Key', 'Settings', 'find_settings_file',
-           'load_settings', 'child_environment', 'environment_value']
+           'load_settings', 'child_environment', 'environment_value', 'is_loopback']
 
 # %% ../nbs/00_config.ipynb #1e095212
 TICKER_PATTERN = re.compile(r"^[A-Z0-9^][A-Z0-9.\-=^]{0,14}$")
@@ -420,7 +420,7 @@ def load_settings(
         values[key], origins[key] = value, origin
     return Settings(**values, file=path, origins=origins)
 
-# %% ../nbs/00_config.ipynb #db40e555
+# %% ../nbs/00_config.ipynb #388f16c5
 def child_environment(settings: Settings, *keys: str) -> dict[str, str]:
     "This process's environment plus `STOCKOPS_<KEY>` for `keys` of `settings` (default: the paths), for a child process."
     return {**os.environ, **{ENV_PREFIX + key.upper(): value for key, value in settings.overrides(*keys).items()}}
@@ -429,3 +429,13 @@ def child_environment(settings: Settings, *keys: str) -> dict[str, str]:
 def environment_value(name: str) -> str | None:
     "A variable another library owns (PREFECT_API_URL, PROMETHEUS_MULTIPROC_DIR), or None."
     return os.environ.get(name)
+
+
+def is_loopback(host: str) -> bool:
+    "True for an address only this machine can reach (127.0.0.1, ::1, localhost); a host name or 0.0.0.0 is not."
+    import ipaddress
+
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -41,7 +41,7 @@ def modelling_table(
         return features.iloc[:0], targets.iloc[:0]
     return features.loc[first:], targets.loc[first:]
 
-# %% ../nbs/32_evaluate.ipynb #aadebb5d
+# %% ../nbs/32_evaluate.ipynb #e81a5a25
 FOLD_CACHE_SIZE = 50_000  # folds x families kept per process (~1 KB each)
 _FOLD_CACHE: OrderedDict[bytes, np.ndarray] = OrderedDict()
 FOLD_CACHE_STATS = {"hits": 0, "misses": 0}
@@ -70,6 +70,7 @@ def _fold_predictions(family: str, params: dict, X: np.ndarray, y: np.ndarray, f
         return _FOLD_CACHE[key]
     FOLD_CACHE_STATS["misses"] += 1
     predicted = make_model(family, **params).fit(X[fold.train], y[fold.train]).predict(X[fold.test])
+    predicted.flags.writeable = False  # shared by every backtest that hits it: nobody may change it in place
     _FOLD_CACHE[key] = predicted
     while len(_FOLD_CACHE) > FOLD_CACHE_SIZE:
         _FOLD_CACHE.popitem(last=False)

@@ -185,7 +185,7 @@ def ingest(
     )
     return report
 
-# %% ../nbs/13_ingest.ipynb #3cb9fa1a
+# %% ../nbs/13_ingest.ipynb #cf41d488
 def store_status(settings: Settings | None = None) -> pd.DataFrame:
     "Per stored ticker: date range, rows, sources, and the last ingest's time, status and findings."
     from stockops.config import load_settings
@@ -204,7 +204,8 @@ def store_status(settings: Settings | None = None) -> pd.DataFrame:
         "missing_days",
         "warnings",
     ]
-    if not store.tickers():
+    tickers = store.tickers()  # one listing (a request, on an object store)
+    if not tickers:
         return pd.DataFrame(columns=columns)
     if store.local:  # one query over every file
         import duckdb
@@ -216,7 +217,7 @@ def store_status(settings: Settings | None = None) -> pd.DataFrame:
                 from read_parquet('{pattern}') group by ticker order by ticker"""
         ).df()
     else:  # an object store: duckdb would need its httpfs extension, a download; read the two columns per ticker
-        frames = [store.read_parquet(ticker, columns=["ticker", "date", "source"]) for ticker in store.tickers()]
+        frames = [store.read_parquet(ticker, columns=["ticker", "date", "source"]) for ticker in tickers]
         bars = pd.concat([frame for frame in frames if frame is not None], ignore_index=True)
         summary = (
             bars.groupby("ticker")

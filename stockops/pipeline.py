@@ -33,7 +33,7 @@ def runbook_output(settings: Settings, flow: str, as_of: str, runbook: str, tick
     name = runbook if ticker is None else f"{runbook}-{validate_ticker(ticker)}"
     return settings.reports_dir / flow / as_of / f"{name}.ipynb"
 
-# %% ../nbs/60_pipeline.ipynb #6b50155d
+# %% ../nbs/60_pipeline.ipynb #e2e9fb3f
 @dataclass
 class RunbookRun:
     "One execution of a runbook: where its notebook and result are, and how it ended."
@@ -51,12 +51,14 @@ class RunbookRun:
     seconds: float = 0.0
     mlflow_run_id: str | None = None
 
+    def failure_text(self) -> str:
+        "Where and how it failed: the cell, the error and the executed notebook."
+        f = self.failure or {}
+        return f"cell {f.get('cell')} ({f.get('error')}: {f.get('message')}); see {self.notebook}"
+
     def raise_for_failure(self) -> None:
         if self.status != "ok":
-            f = self.failure or {}
-            raise RunbookFailed(
-                f"runbook {self.runbook} failed in cell {f.get('cell')} ({f.get('error')}: {f.get('message')}); see {self.notebook}"
-            )
+            raise RunbookFailed(f"runbook {self.runbook} failed in {self.failure_text()}")
 
 
 class RunbookFailed(RuntimeError):

@@ -421,7 +421,7 @@ def read_jsonl(path: Path) -> list[dict]:
                 continue
     return records
 
-# %% ../nbs/10_prices.ipynb #fa364cc7
+# %% ../nbs/10_prices.ipynb #e5c85f41
 @dataclass
 class UpsertResult:
     ticker: str
@@ -465,10 +465,8 @@ class PriceStore:
 
     def _files(self) -> list[dict]:
         if self.local:
-            return [
-                {"name": str(path), "mtime": path.stat().st_mtime_ns, "size": path.stat().st_size}
-                for path in sorted(Path(self.root).glob("*.parquet"))
-            ]
+            stats = [(path, path.stat()) for path in sorted(Path(self.root).glob("*.parquet"))]
+            return [{"name": str(path), "mtime": stat.st_mtime_ns, "size": stat.st_size} for path, stat in stats]
         self.fs.invalidate_cache(self.root)  # another process may have written since the last listing
         try:
             entries = self.fs.ls(self.root, detail=True)

@@ -20,10 +20,13 @@ from pathlib import Path
 import stockops
 
 # %% auto #0
-__all__ = ['REPO', 'BUCKET', 'S3_CREDENTIALS', 'free_port', 'answers', 'render_nginx', 'Service', 'NativeStack']
+__all__ = ['REPO', 'BIN', 'STOCKOPS', 'BUCKET', 'S3_CREDENTIALS', 'free_port', 'answers', 'render_nginx', 'Service',
+           'NativeStack']
 
-# %% ../nbs/90_stack.ipynb #55c5517e
+# %% ../nbs/90_stack.ipynb #e4b65d72
 REPO = Path(stockops.__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent  # this environment's commands: stockops, moto_server
+STOCKOPS = str(BIN / "stockops")
 BUCKET = "stockops"
 S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "stockops", "AWS_SECRET_ACCESS_KEY": "stockops-secret", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
 
@@ -54,7 +57,7 @@ def render_nginx(template: str, apis: list[int], dashboards: int, listen: int) -
         raise ValueError("deploy/nginx.conf no longer has 'server api:8000;', 'server voila:8866;' and 'listen 80;'")
     return text
 
-# %% ../nbs/90_stack.ipynb #453f919d
+# %% ../nbs/90_stack.ipynb #aa52a8d5
 @dataclass
 class Service:
     name: str
@@ -84,27 +87,24 @@ class NativeStack:
         self.stop()
 
     # -- plumbing ---------------------------------------------------------------------------------------------------
-    def _start(
-        self, name: str, command: list[str], env: dict | None = None, ready: str = "", seconds: float = 120
-    ) -> Service:
+    def _start(self, name: str, command: list[str], env: dict | None = None, ready: str = "") -> Service:
+        "Start a server in its own session, logging to logs/<name>.log; with `ready`, wait until that URL answers."
         log_path = self.logs / f"{name}.log"
         with open(log_path, "ab") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
                                        cwd=REPO, start_new_session=True)  # fmt: skip
         service = self.services[name] = Service(name, process, log_path, ready)
-        deadline = time.monotonic() + seconds
-        while ready and not answers(ready):
-            if process.poll() is not None or time.monotonic() > deadline:
-                tail = log_path.read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"{name} did not come up at {ready} (log: {log_path}):\n{tail}")
-            time.sleep(0.3)
+        if ready:
+            self._wait(name, lambda: answers(ready), f"answer at {ready}")
         return service
 
-    def _wait_for_log(self, name: str, text: str, seconds: float = 120) -> None:
+    def _wait(self, name: str, check, what: str, seconds: float = 120) -> None:
+        "Poll `check` until it holds; fail naming the server, what it did not do, and its log's tail."
         service, deadline = self.services[name], time.monotonic() + seconds
-        while text not in service.log.read_text(errors="replace"):
+        while not check():
             if service.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{name} did not say {text!r} (log: {service.log})")
+                tail = service.log.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{name} did not {what} (log: {service.log}):\n{tail}")
             time.sleep(0.3)
 
     def stop(self, *names: str) -> None:
@@ -140,11 +140,8 @@ class NativeStack:
                        check=True, capture_output=True)  # fmt: skip
         self._start("postgres", [*as_user, str(bin_dir / "postgres"), "-D", str(folder / "data"), "-p", str(port), "-k",
                                  str(folder), "-c", "listen_addresses=127.0.0.1"])  # fmt: skip
-        deadline = time.monotonic() + 60
-        while subprocess.run([str(bin_dir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)], capture_output=True).returncode:  # fmt: skip
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"PostgreSQL did not come up (log: {self.logs / 'postgres.log'})")
-            time.sleep(0.3)
+        ready = [str(bin_dir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)]
+        self._wait("postgres", lambda: subprocess.run(ready, capture_output=True).returncode == 0, "accept connections")
         for database in ("mlflow", "prefect"):
             self.psql(f"create database {database}", port=port)
         self.ports["postgres"] = port
@@ -161,7 +158,7 @@ class NativeStack:
         "An S3-compatible server (moto's) with the bucket; its endpoint URL."
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        self._start("s3", [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], ready=f"{url}/moto-api/")  # fmt: skip
+        self._start("s3", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], ready=f"{url}/moto-api/")  # fmt: skip
         self.ports["s3"] = port
         self.s3_client().create_bucket(Bucket=self.bucket)
         return url
@@ -219,7 +216,7 @@ class NativeStack:
 
     def stockops(self, *args: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
         "Run the `stockops` CLI against the stack (output captured)."
-        command = [str(Path(sys.executable).parent / "stockops"), *args]
+        command = [STOCKOPS, *args]
         return subprocess.run(command, env={**os.environ, **self.env(), **(env or {})}, cwd=REPO, capture_output=True,
                               text=True, timeout=timeout)  # fmt: skip
 
@@ -227,11 +224,10 @@ class NativeStack:
         "`count` process workers on the work pool (each registers the training deployment); their names."
         names = [f"worker-{i}" for i in range(1, count + 1)]
         for name in names:
-            self._start(
-                name, [str(Path(sys.executable).parent / "stockops"), "worker", "--name", name], env or self.env()
-            )
+            self._start(name, [STOCKOPS, "worker", "--name", name], env or self.env())
         for name in names:
-            self._wait_for_log(name, f"Worker '{name}' started")
+            started, log = f"Worker '{name}' started", self.services[name].log
+            self._wait(name, lambda: started in log.read_text(errors="replace"), "start")  # noqa: B023 (called at once)
         return names
 
     def worker_runs(self, name: str) -> set[str]:
@@ -243,7 +239,7 @@ class NativeStack:
         "`count` API processes (`stockops serve`), each on its own port."
         for i in range(1, count + 1):
             port = free_port()
-            self._start(f"api-{i}", [str(Path(sys.executable).parent / "stockops"), "serve", "--port", str(port)],
+            self._start(f"api-{i}", [STOCKOPS, "serve", "--port", str(port)],
                         self.env(), ready=f"http://127.0.0.1:{port}/health")  # fmt: skip
             self.api_ports.append(port)
         return self.api_ports
@@ -251,7 +247,7 @@ class NativeStack:
     def dashboards(self) -> int:
         "The Voila dashboards under /dashboards/, as nginx routes them."
         port = free_port()
-        self._start("voila", [str(Path(sys.executable).parent / "stockops"), "dashboard", "--port", str(port), "--base-url",
+        self._start("voila", [STOCKOPS, "dashboard", "--port", str(port), "--base-url",
                               "/dashboards/"], self.env(), ready=f"http://127.0.0.1:{port}/dashboards/voila/static/voila.js")  # fmt: skip
         self.ports["voila"] = port
         return port

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from stockops.stack import NativeStack, render_nginx
+from stockops.stack import NativeStack
 
 pytestmark = pytest.mark.scaleout
 
@@ -166,8 +166,20 @@ def test_dashboards_through_nginx(stack):
 
 
 def test_nginx_config_is_the_deployed_one(stack):
-    rendered = (stack.root / "nginx" / "nginx.conf").read_text()
-    assert rendered == render_nginx((REPO / "deploy" / "nginx.conf").read_text(), stack.api_ports, stack.ports["voila"], stack.ports["nginx"])  # fmt: skip
+    "The running nginx's file is deploy/nginx.conf but for the three addresses compose names (the rest, to the letter)."
+    deployed = (REPO / "deploy" / "nginx.conf").read_text().splitlines()
+    rendered = (stack.root / "nginx" / "nginx.conf").read_text().splitlines()
+    compose_only = [line for line in deployed if line not in rendered]
+    native_only = [line.strip() for line in rendered if line not in deployed]
+    assert [line.split("#")[0].strip() for line in compose_only] == [
+        "server api:8000;",
+        "server voila:8866;",
+        "listen 80;",
+    ]
+    ports = [*stack.api_ports, stack.ports["voila"]]
+    assert native_only == [f"server 127.0.0.1:{port};" for port in ports] + [
+        f"listen 127.0.0.1:{stack.ports['nginx']};"
+    ]
 
 
 @pytest.fixture
