@@ -2,8 +2,8 @@
 
 Setup (not timed): a temporary workspace with the bundled prices ingested and the universe trained as of DAY0.
 Timed, each in a fresh process so both pay their imports:
-  plain   - ingest up to DAY1, monitor, (retrain where the policy says so), forecast: the functions the runbooks call;
-  prefect - the daily flow for DAY2 against a running `prefect server` (started here on 127.0.0.1:4299), each step a
+  plain   - the daily routine (stockops.routine.run_day) for DAY1 with PlainSteps: the functions the runbooks call;
+  prefect - the daily flow (the same routine, RunbookSteps) for DAY2 against a running `prefect server` (started here on 127.0.0.1:4299), each step a
             papermill-executed runbook with its notebook kept under reports/daily/.
 Prints the time per step and the ratio. Targets: prefect run under 60 s, at most 2x the plain calls.
 
@@ -27,22 +27,11 @@ PLAIN = """
 import json, sys, time
 started = time.perf_counter()
 from stockops.config import load_settings
-from stockops.forecast import forecast
-from stockops.ingest import ingest
-from stockops.monitor import monitor_ticker
-from stockops.tracking import train_ticker
+from stockops.routine import PlainSteps, run_day
 settings = load_settings()
-steps = {"imports": time.perf_counter() - started}
-t = time.perf_counter(); ingest("sample", ",".join(settings.universe + settings.indices), end=sys.argv[1], settings=settings)
-steps["etl"] = time.perf_counter() - t
-t = time.perf_counter(); decisions = {s: monitor_ticker(s, sys.argv[1], settings).decision for s in settings.universe}
-steps["monitor"] = time.perf_counter() - t
-t = time.perf_counter(); [train_ticker(s, sys.argv[1], settings=settings) for s, d in decisions.items() if d.retrain]
-steps["train"] = time.perf_counter() - t
-t = time.perf_counter(); [forecast(s, sys.argv[1], settings) for s in settings.universe]
-steps["forecast"] = time.perf_counter() - t
-steps["total"] = time.perf_counter() - started
-print(json.dumps(steps))
+imports = time.perf_counter() - started
+day = run_day(PlainSteps(settings), settings, list(settings.universe), sys.argv[1])  # the daily routine, plain calls
+print(json.dumps({"imports": imports, **day.seconds, "total": time.perf_counter() - started}))
 """
 
 FLOW = """
@@ -51,7 +40,7 @@ started = time.perf_counter()
 from stockops.config import load_settings
 from stockops.pipeline import load_flow
 settings = load_settings()
-summary = load_flow(settings, "daily")(as_of=sys.argv[1], overrides=settings.overrides())
+summary = load_flow(settings, "daily")(as_of=sys.argv[1], overrides=settings.transport())
 print(json.dumps({"total": time.perf_counter() - started, "summary": summary}, default=str))
 """
 

@@ -3,16 +3,17 @@ own on a work pool when the workspace has one (`prefect_work_pool`), so training
 
 from prefect import flow
 
-from stockops.config import load_settings, parse_tickers
+from stockops.config import parse_tickers, settings_from
 from stockops.orchestrate import train_one, train_tickers
-from stockops.pipeline import resolve_as_of, wait_for_logging
+from stockops.pipeline import wait_for_logging
+from stockops.routine import resolve_as_of
 
 
 @flow(name="train", log_prints=True)
 def train(as_of: str = "", tickers: str = "", force: bool = False, overrides: dict | None = None) -> dict:
     "Train `tickers` (default: the universe) on data up to `as_of` (default: the last stored day)."
     overrides = dict(overrides or {})
-    settings = load_settings().with_overrides(overrides, origin="flow parameter")
+    settings = settings_from(overrides, "flow parameter")
     symbols = parse_tickers(tickers) if tickers else list(settings.universe)
     day = resolve_as_of(settings, as_of, symbols)
     runs = train_tickers(symbols, day, overrides, "train", force=force)

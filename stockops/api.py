@@ -46,8 +46,8 @@ from stockops.config import (
     parse_tickers,
     validate_ticker,
 )
+from .files import utc_now, write_json_atomic
 from .forecast import forecast_records, load_champion
-from .prices import utc_now, write_json_atomic
 from .serving import ServingState, Snapshot, TickerView, backtest_verdict, live_verdict
 
 # %% ../nbs/70_api.ipynb #0e8181cd

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from .config import BadInput, is_loopback, load_settings, parse_date
+from .config import BadInput, child_environment, is_loopback, load_settings, parse_date, set_process_environment
 
 # %% auto #0
 __all__ = ['app', 'Tickers', 'AsOf', 'Experiment', 'config', 'ingest', 'status', 'train', 'forecast', 'models', 'run', 'drift',
@@ -372,16 +372,15 @@ def models(
 # %% ../nbs/80_cli.ipynb #91b38c15
 def _prefect_environment(settings) -> None:
     "Point Prefect at the workspace (home under the data directory, patient temporary server) before it is imported."
-    import os
+    from stockops.config import set_process_environment
 
     (settings.data_dir / "prefect").mkdir(parents=True, exist_ok=True)
-    for key, value in settings.prefect_env().items():
-        os.environ.setdefault(key, value)
+    set_process_environment(settings.prefect_env(), replace=False)
 
 
 def _train_flow(tickers: str | None, as_of: str | None, force: bool, run_id: str | None) -> None:
     "The training flow through Prefect; with a run id, its record in <data_dir>/runs/ follows it (POST /train starts this)."
-    from stockops.prices import utc_now
+    from stockops.files import utc_now
 
     settings = load_settings()
 
@@ -400,7 +399,7 @@ def _train_flow(tickers: str | None, as_of: str | None, force: bool, run_id: str
             from stockops.pipeline import load_flow
 
             state = load_flow(settings, "train")(as_of="" if day is None else str(day), tickers=",".join(symbols),
-                                                 force=force, overrides=settings.overrides(), return_state=True)  # fmt: skip
+                                                 force=force, overrides=settings.transport(), return_state=True)  # fmt: skip
             flow_run_id = str(state.state_details.flow_run_id)
             if not state.is_completed():
                 record(status="failed", finished_at=str(utc_now()), flow_run_id=flow_run_id, message=str(state.message))
@@ -419,7 +418,9 @@ def _train_flow(tickers: str | None, as_of: str | None, force: bool, run_id: str
 def run(
     as_of: AsOf = None,
     tickers: Tickers = None,
-    source: Annotated[str, typer.Option(help="where ETL fetches from: sample, yahoo or csv")] = "sample",
+    source: Annotated[
+        str | None, typer.Option(help="where ETL fetches from: sample, yahoo or csv (default: the source setting)")
+    ] = None,
     path: Annotated[str, typer.Option(help="the CSV file, for --source csv")] = "",
 ):
     "Run the daily flow once through Prefect: ETL, monitoring, training where the policy says so, forecasts (executed notebooks in reports/daily/)."
@@ -431,8 +432,10 @@ def run(
         settings = load_settings()
         day = parse_date(as_of, "as-of")
         symbols = ",".join(parse_tickers(tickers)) if tickers else ""
-        if source not in ("sample", "yahoo", "csv"):
-            raise BadInput(f"unknown source {source!r}: use sample, yahoo or csv")
+        from stockops.config import SOURCES
+
+        if source is not None and source not in SOURCES:
+            raise BadInput(f"unknown source {source!r}: use {', '.join(SOURCES)}")
         _prefect_environment(settings)
         from stockops.pipeline import load_flow
 
@@ -442,8 +445,8 @@ def run(
         server = environment_value("PREFECT_API_URL") or settings.prefect_api_url
         _stderr().print(f"running the daily flow through the Prefect server at {server}" if server else
                         "running the daily flow (Prefect starts a temporary server when none is configured: about 30 s)")  # fmt: skip
-        state = daily(as_of="" if day is None else str(day), tickers=symbols, source=source, path=path,
-                      overrides=settings.overrides(), return_state=True)  # fmt: skip
+        state = daily(as_of="" if day is None else str(day), tickers=symbols, source=source or "", path=path,
+                      overrides=settings.transport(), return_state=True)  # fmt: skip
         console = Console(width=160)
         if not state.is_completed():
             console.print(f"daily flow {state.type.value.lower()}: {state.message}", highlight=False)
@@ -535,13 +538,12 @@ def replay(
 @contextmanager
 def _prefect_server(settings, port: int):
     "A Prefect server on 127.0.0.1:port (reused when one answers there), its URL in PREFECT_API_URL; stopped on exit if started here."
-    import os
     import subprocess
     import sys
 
     _prefect_environment(settings)
     url = settings.prefect_api_url or f"http://127.0.0.1:{port}/api"
-    os.environ["PREFECT_API_URL"] = url
+    set_process_environment({"PREFECT_API_URL": url})  # this process's flows and `prefect.serve` use it
     server = None
     if not _answers(f"{url}/health"):
         log_path = settings.data_dir / "prefect" / "server.log"
@@ -594,7 +596,7 @@ def _deployments(settings):
 
     from stockops.pipeline import load_flow
 
-    overrides, zone = settings.overrides(), settings.schedule_timezone
+    overrides, zone = settings.transport(), settings.schedule_timezone
     daily = load_flow(settings, "daily").to_deployment(
         name="daily", schedule=Cron(settings.daily_cron, timezone=zone), parameters={"overrides": overrides}
     )
@@ -639,8 +641,6 @@ def worker(
     import socket
     import sys
 
-    from .config import child_environment
-
     with _exit_codes():
         settings = load_settings()
         if not settings.prefect_work_pool:
@@ -677,7 +677,6 @@ def serve(
 ):
     "Serve the REST API (OpenAPI at /docs, Prometheus metrics at /metrics)."
     with _exit_codes():
-        import os
         import tempfile
 
         settings = load_settings()
@@ -687,11 +686,14 @@ def serve(
         from stockops.api import check_binding
 
         check_binding(settings, host)
-        os.environ["STOCKOPS_API_HOST"] = host  # the workers' factory checks the binding again
+        set_process_environment(
+            {"STOCKOPS_API_HOST": host}
+        )  # uvicorn's workers read it: the factory checks the binding again
         if workers > 1:
-            os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="stockops-metrics-")
-            for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-                os.environ.setdefault(name, "1")
+            set_process_environment({"PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="stockops-metrics-")})
+            set_process_environment(
+                dict.fromkeys(("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"), "1"), replace=False
+            )
         import uvicorn
 
         print(f"stockops API on http://{host}:{port} (docs: /docs, metrics: /metrics), {workers} worker(s)", flush=True)
@@ -700,12 +702,9 @@ def serve(
 
 
 def _voila_command(settings, port: int, token: str | None, host: str = "127.0.0.1", base_url: str = "/") -> list[str]:
-    "Voila on the dashboards folder; its kernels start there, so they are told which settings file this workspace uses."
-    import os
+    "Voila on the dashboards folder; started with `env=child_environment(settings)`, so its kernels see these settings."
     import sys
 
-    if settings.file is not None:
-        os.environ["STOCKOPS_SETTINGS"] = str(settings.file.resolve())
     folder = settings.dashboards_dir
     if not folder.is_dir():
         raise BadInput(f"no dashboards folder {folder} (setting dashboards_dir)")
@@ -735,7 +734,7 @@ def dashboard(
         query = f"?token={token}" if token else ""
         where = f"http://{host}:{port}{base_url}voila/render"
         print(f"dashboards: {where}/forecast.ipynb{query} and {where}/monitor.ipynb{query}", flush=True)
-        raise typer.Exit(subprocess.call(command))
+        raise typer.Exit(subprocess.call(command, env=child_environment(settings)))  # the kernels see these settings
 
 
 @app.command()
@@ -755,7 +754,7 @@ def up(
         logs.mkdir(parents=True, exist_ok=True)
         with _prefect_server(settings, settings.prefect_ui_port) as url:
             if not no_run:
-                run(as_of=None, tickers=None, source=settings.source, path="")
+                run(as_of=None, tickers=None, source=None, path="")
             host = settings.api_host
             services = {
                 "API": ([sys.executable, "-m", "stockops.cli", "serve"], f"http://{host}:{settings.api_port}/health"),
@@ -769,7 +768,7 @@ def up(
             try:
                 for name, (command, _health) in services.items():
                     with open(logs / f"{name.split()[0].lower()}.log", "ab") as log:
-                        started[name] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                        started[name] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=child_environment(settings),
                                                          start_new_session=True)  # Ctrl-C reaches `up`, which stops them in order  # fmt: skip
                 for name, (_, health) in services.items():
                     _wait_for(health, started[name], logs)

@@ -16,7 +16,8 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['TICKER_PATTERN', 'SOURCES', 'SECRET_KEYS', 'KEYS', 'ENV_PREFIX', 'SETTINGS_FILE', 'SECTION', 'BadInput',
            'validate_ticker', 'parse_tickers', 'parse_date', 'SettingsError', 'Key', 'Settings', 'find_settings_file',
-           'load_settings', 'child_environment', 'environment_value', 'is_loopback']
+           'load_settings', 'settings_from', 'child_environment', 'set_process_environment', 'environment_value',
+           'is_loopback']
 
 # %% ../nbs/00_config.ipynb #1e095212
 TICKER_PATTERN = re.compile(r"^[A-Z0-9^][A-Z0-9.\-=^]{0,14}$")
@@ -288,19 +289,33 @@ class Settings:
         "Where MLflow artifacts go when tracking locally."
         return self.data_dir / "mlartifacts"
 
+    def text(self, key: str) -> str:
+        "The value of `key` as settings.ini would write it: parsing it gives the value back (the transport's encoding)."
+        value = getattr(self, key)
+        if isinstance(value, tuple):
+            return ", ".join(str(item) for item in value)
+        if isinstance(value, dict):
+            return ", ".join(f"{suffix}:{code}" for suffix, code in value.items())
+        return str(value)
+
+    def values(self) -> dict:
+        "Every setting's value by key (without file and origins): two settings are the same workspace when these are equal."
+        return {key: getattr(self, key) for key in KEYS}
+
     def describe(self) -> list[tuple[str, str, str]]:
-        "(key, value, origin) rows for display."
+        "(key, value, origin) rows for display; a secret shows as '(set, hidden)'."
         rows = []
         for key in KEYS:
-            value = getattr(self, key)
-            if isinstance(value, tuple):
-                value = ", ".join(str(item) for item in value)
-            elif isinstance(value, dict):
-                value = ", ".join(f"{suffix}:{code}" for suffix, code in value.items())
-            if key in SECRET_KEYS and value:
-                value = "(set, hidden)"
-            rows.append((key, str(value), self.origins.get(key, "default")))
+            value = self.text(key)
+            rows.append(
+                (key, "(set, hidden)" if key in SECRET_KEYS and value else value, self.origins.get(key, "default"))
+            )
         return rows
+
+    def transport(self) -> dict[str, str]:
+        """Every setting but the secrets, as text: what a flow or runbook parameter carries so the receiver
+        (`settings_from`) sees this workspace. Secrets travel only in a child process's environment."""
+        return {key: self.text(key) for key in KEYS if key not in SECRET_KEYS}
 
     def prefect_env(self) -> dict[str, str]:
         "Environment for Prefect: its home under the data directory, a patient temporary server, no analytics."
@@ -335,12 +350,6 @@ class Settings:
             file=self.file,
             origins=self.origins | {key: origin for key in values},
         )
-
-    def overrides(self, *keys: str) -> dict[str, str]:
-        "Text values of `keys` (default: the paths), to hand to a runbook so it sees the same workspace."
-        keys = keys or tuple(key for key, spec in KEYS.items() if spec.is_path)
-        rows = {key: value for key, value, _ in self.describe()}
-        return {key: str(getattr(self, key)) if key in SECRET_KEYS else rows[key] for key in keys}
 
     def replace(self, **changes) -> Settings:
         "A copy with some values changed (origin 'override')."
@@ -421,9 +430,32 @@ def load_settings(
     return Settings(**values, file=path, origins=origins)
 
 # %% ../nbs/00_config.ipynb #388f16c5
-def child_environment(settings: Settings, *keys: str) -> dict[str, str]:
-    "This process's environment plus `STOCKOPS_<KEY>` for `keys` of `settings` (default: the paths), for a child process."
-    return {**os.environ, **{ENV_PREFIX + key.upper(): value for key, value in settings.overrides(*keys).items()}}
+def settings_from(
+    transport: Mapping[str, str] | None,  # `Settings.transport()` of the sender (a flow or runbook parameter)
+    origin: str = "sent by the caller",
+) -> Settings:
+    "The settings of a flow or runbook: this process's own (where secrets come from) with the sender's values on top."
+    return load_settings().with_overrides(transport or {}, origin=origin)
+
+
+def child_environment(settings: Settings, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`base` (default: this process's environment) plus `STOCKOPS_<KEY>` for every setting, secrets included, and
+    the settings file: `load_settings()` in the child returns `settings`. Pass it as `env=` to a child process."""
+    env = {
+        key: value for key, value in (os.environ if base is None else base).items() if not key.startswith(ENV_PREFIX)
+    }
+    if settings.file is not None:
+        env[ENV_PREFIX + "SETTINGS"] = str(settings.file)
+    return env | {ENV_PREFIX + key.upper(): settings.text(key) for key in KEYS}
+
+
+def set_process_environment(values: Mapping[str, str], replace: bool = True) -> None:
+    """The one place stockops writes this process's environment: for libraries that read variables before they are
+    imported or in processes they start themselves (Prefect, MLflow's S3 client, uvicorn's workers). `replace=False`
+    keeps values already set."""
+    for name, value in values.items():
+        if replace or name not in os.environ:
+            os.environ[name] = value
 
 
 def environment_value(name: str) -> str | None:

@@ -13,7 +13,8 @@ import pandas as pd
 from .calendar import add_trading_days, calendar_name
 from .config import BadInput, Settings, validate_ticker
 from .features import make_features
-from .prices import PriceStore, require_prices, utc_now, write_parquet_atomic
+from .files import utc_now, write_parquet_atomic
+from .prices import PriceStore, require_prices
 from .tracking import CHAMPION, champion_version, mlflow_client
 
 # %% auto #0

@@ -14,17 +14,9 @@ import pandas as pd
 
 from .calendar import calendar_name
 from .config import BadInput, Settings, parse_date, parse_tickers
+from .files import append_jsonl, read_jsonl, utc_now, write_json_atomic
 from .health import HealthReport, check_bars
-from stockops.prices import (
-    CsvSource,
-    PriceStore,
-    SampleSource,
-    YahooSource,
-    append_jsonl,
-    read_jsonl,
-    utc_now,
-    write_json_atomic,
-)
+from .prices import CsvSource, PriceStore, SampleSource, YahooSource
 
 # %% auto #0
 __all__ = ['TickerIngest', 'IngestReport', 'make_source', 'read_ingest_log', 'ingest', 'store_status']

@@ -15,8 +15,9 @@ import pandas as pd
 from .calendar import calendar_name, trading_days
 from .config import Settings, validate_ticker
 from .features import make_features
+from .files import write_json_atomic
 from .forecast import prediction_log
-from .prices import PriceStore, require_prices, write_json_atomic
+from .prices import PriceStore, require_prices
 
 # %% auto #0
 __all__ = ['DRIFT_COLUMNS', 'DRIFT_TEST', 'DRIFT_P_VALUE', 'realised_forecasts', 'live_performance', 'DriftSummary',

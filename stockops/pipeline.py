@@ -11,12 +11,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .config import BadInput, Settings, validate_ticker
-from .prices import write_json_atomic
+from .config import BadInput, Settings, child_environment, validate_ticker
+from .files import write_json_atomic
 
 # %% auto #0
-__all__ = ['RUNBOOKS', 'WARM_UP', 'RESET', 'save_result', 'runbook_output', 'RunbookRun', 'RunbookFailed', 'close_kernels',
-           'run_runbook', 'wait_for_logging', 'write_run_record', 'load_flow', 'resolve_as_of', 'relocate_run']
+__all__ = ['RUNBOOKS', 'WARM_UP', 'RESET', 'save_result', 'runbook_output', 'RunbookRun', 'RunbookFailed', 'KernelWarmUpFailed',
+           'start_kernel', 'close_kernels', 'run_runbook', 'wait_for_logging', 'write_run_record', 'load_flow']
 
 # %% ../nbs/60_pipeline.ipynb #5bcf4c71
 RUNBOOKS = ("etl_prices", "report_drift", "train_forecaster", "forecast_prices")
@@ -65,78 +65,117 @@ class RunbookFailed(RuntimeError):
     "A runbook raised: the message names the cell and the error; the executed notebook shows the traceback."
 
 # %% ../nbs/60_pipeline.ipynb #780a3dec
-WARM_UP = "import numpy, pandas, matplotlib.pyplot, mlflow, evidently.presets, stockops.config, stockops.ingest, stockops.forecast, stockops.monitor, stockops.pipeline"
+WARM_UP = ("numpy", "pandas", "matplotlib.pyplot", "mlflow", "evidently.presets", "stockops.config", "stockops.ingest",
+           "stockops.forecast", "stockops.monitor", "stockops.pipeline")  # fmt: skip
 RESET = "%reset -f\nimport gc as _gc, matplotlib.pyplot as _plt\n_plt.close('all'); _gc.collect(); del _gc, _plt\nget_ipython().execution_count = 1"
 
 
+class KernelWarmUpFailed(RuntimeError):
+    "A warm kernel started but could not import what every runbook imports: the runbooks would fail the same way."
+
+
+def start_kernel(cwd: str, env: dict[str, str]):
+    "A started, ready python3 kernel working in `cwd` with environment `env` (the settings reach it there, secrets included)."
+    from jupyter_client.manager import KernelManager
+
+    manager = KernelManager(kernel_name="python3")
+    manager.start_kernel(cwd=cwd, env=env)
+    client = manager.client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=60)
+    except Exception:
+        manager.shutdown_kernel(now=True)
+        raise
+    finally:
+        client.stop_channels()
+    return manager
+
+
 class _KernelPool:
-    "Up to `depth` pre-started, pre-imported python3 kernels per working directory."
+    "Up to `depth` pre-started, pre-imported python3 kernels per (working directory, environment)."
 
     def __init__(self, depth: int = 1):
         import threading
 
         self.depth = depth
         self._lock, self._ready, self._pending, self._threads = threading.Condition(), {}, {}, []
+        self._failed: dict = {}  # key -> why the warm-up imports failed
 
-    def take(self, cwd: str, timeout: float = 60):
-        "A ready kernel; if one is still starting, wait for it (it has a head start on a fresh one); None if none is coming."
+    @staticmethod
+    def key(cwd: str, env: dict[str, str]) -> tuple:
+        return (cwd, tuple(sorted(env.items())))
+
+    def take(self, cwd: str, env: dict[str, str], timeout: float = 60):
+        """A ready kernel; if one is still starting, wait for it (it has a head start on a fresh one); None if none is coming.
+        Raises `KernelWarmUpFailed` when the warm kernel could not import `WARM_UP`."""
+        key = self.key(cwd, env)
         with self._lock:
-            self._lock.wait_for(lambda: self._ready.get(cwd) or not self._pending.get(cwd), timeout=timeout)
-            ready = self._ready.get(cwd, [])
+            self._lock.wait_for(lambda: self._ready.get(key) or not self._pending.get(key), timeout=timeout)
+            if key in self._failed:
+                raise KernelWarmUpFailed(self._failed.pop(key))
+            ready = self._ready.get(key, [])
             return ready.pop(0) if ready else None
 
-    def refill(self, cwd: str) -> None:
+    def refill(self, cwd: str, env: dict[str, str]) -> None:
         "Start kernels in the background until `depth` are ready or starting."
         import threading
+
+        key = self.key(cwd, env)
 
         def start():
             import logging
 
-            from jupyter_client.manager import KernelManager
-
             logging.getLogger("traitlets").setLevel(
                 logging.ERROR
             )  # "could not destroy zmq context" from a worker thread
-
-            manager, client = KernelManager(kernel_name="python3"), None
+            manager, failure = None, None
             try:
-                manager.start_kernel(cwd=cwd)
+                manager = start_kernel(cwd, env)
+            except Exception:  # a kernel that cannot start (its folder is gone...): the runbook starts a fresh one
+                manager = None
+            if manager is not None:
                 client = manager.client()
                 client.start_channels()
-                client.wait_for_ready(timeout=60)
-                client.execute_interactive(
-                    WARM_UP, silent=True, store_history=False, timeout=120
-                )  # imports done when ready
-            except Exception:  # a kernel that cannot start or import (its folder is gone...): runbooks start fresh ones
-                if manager.has_kernel:
-                    manager.shutdown_kernel(now=True)
-                manager = None
-            finally:
-                if client is not None:
+                try:
+                    reply = client.execute_interactive(
+                        "import " + ", ".join(WARM_UP), silent=True, store_history=False, timeout=120
+                    )  # imports done when ready
+                    if reply["content"]["status"] != "ok":
+                        failure = f"a runbook kernel could not import {', '.join(WARM_UP)}: {reply['content'].get('ename')}: {reply['content'].get('evalue')}"
+                except Exception as error:
+                    failure = f"a runbook kernel did not finish importing {', '.join(WARM_UP)}: {error}"
+                finally:
                     client.stop_channels()
-                with self._lock:
-                    self._pending[cwd] -= 1
-                    if manager is not None:
-                        self._ready.setdefault(cwd, []).append(manager)
-                    self._lock.notify_all()
+                if failure:
+                    manager.shutdown_kernel(now=True)
+                    manager = None
+            with self._lock:
+                self._pending[key] -= 1
+                if failure:
+                    self._failed[key] = failure
+                if manager is not None:
+                    self._ready.setdefault(key, []).append(manager)
+                self._lock.notify_all()
 
         with self._lock:
-            missing = self.depth - len(self._ready.get(cwd, [])) - self._pending.get(cwd, 0)
-            self._pending[cwd] = self._pending.get(cwd, 0) + max(missing, 0)
+            missing = self.depth - len(self._ready.get(key, [])) - self._pending.get(key, 0)
+            self._pending[key] = self._pending.get(key, 0) + max(missing, 0)
         for _ in range(max(missing, 0)):
             thread = threading.Thread(target=start, daemon=True)
             thread.start()
             self._threads.append(thread)
 
-    def give_back(self, cwd: str, manager) -> None:
+    def give_back(self, cwd: str, env: dict[str, str], manager) -> None:
         "Reset a kernel whose runbook succeeded and keep it for the next one (shut it down if the pool is full or the reset fails)."
+        key = self.key(cwd, env)
         client = manager.client()
         client.start_channels()
         try:
             client.wait_for_ready(timeout=30)
             client.execute_interactive(RESET, silent=True, store_history=False, timeout=30)
             with self._lock:
-                ready = self._ready.setdefault(cwd, [])
+                ready = self._ready.setdefault(key, [])
                 if len(ready) < self.depth:
                     ready.append(manager)
                     self._lock.notify_all()
@@ -187,49 +226,71 @@ def run_runbook(
     source = settings.runbooks_dir / f"{runbook}.ipynb"
     if not source.is_file():
         raise BadInput(f"no runbook {runbook!r} in {settings.runbooks_dir}")
-    as_of = str(parameters.get("as_of") or dt.date.today())
+    as_of = str(parameters.get("as_of") or dt.date.today())  # provisional when none is given: the result names the day
     output = runbook_output(settings, flow, as_of, runbook, ticker)
     output.parent.mkdir(parents=True, exist_ok=True)
     result_path = output.with_suffix(".json")
     result_path.unlink(missing_ok=True)  # a rerun must not read the previous run's result
-    injected = {
-        **parameters,
-        "settings_overrides": {key: value for key, value, _ in settings.describe()},
-        "result_path": str(result_path),
-    }
+    injected = {**parameters, "settings_overrides": settings.transport(), "result_path": str(result_path)}  # no secrets
     run = RunbookRun(runbook, flow, as_of, ticker, dict(parameters), str(output), str(result_path))
     started = time.perf_counter()
     temporary = output.with_name(f".{output.name}.tmp.ipynb")
     if log_to_mlflow:
         _tracking_ready(settings)  # create the MLflow store here, before a kernel and the logging thread race to
-    cwd = str(settings.runbooks_dir)
-    kernel = _POOL.take(cwd) if warm else None
+    cwd, env = str(settings.runbooks_dir), child_environment(settings)  # the kernel's settings, secrets included
+    kernel = _POOL.take(cwd, env) if warm else None
     if warm and kernel is None:
-        _POOL.refill(cwd)  # none ready: this runbook starts a fresh kernel while a warm one starts for the next
+        _POOL.refill(cwd, env)  # none ready: this runbook starts a fresh kernel while a warm one starts for the next
+    kernel = kernel or start_kernel(cwd, env)
     try:
-        papermill.execute_notebook(str(source), str(temporary), parameters=injected, kernel_name="python3",
-                                   progress_bar=False, cwd=cwd, request_save_on_cell_execute=False,  # written once, at the end
-                                   **({"km": kernel} if kernel is not None else {}))  # fmt: skip
+        papermill.execute_notebook(
+            str(source),
+            str(temporary),
+            parameters=injected,
+            kernel_name="python3",
+            km=kernel,
+            progress_bar=False,
+            cwd=cwd,
+            request_save_on_cell_execute=False,
+        )  # written once, at the end; fmt: skip
     except PapermillExecutionError as error:
         run.status = "failed"
         run.failure = {"cell": error.cell_index, "execution_count": error.exec_count, "error": error.ename,
                        "message": str(error.evalue)[:2000], "source": error.source[:2000]}  # fmt: skip
     finally:
-        if kernel is not None and run.status == "ok":
-            _POOL.give_back(cwd, kernel)  # reset, for the next runbook
-        elif kernel is not None:
+        if warm and run.status == "ok":
+            _POOL.give_back(cwd, env, kernel)  # reset, for the next runbook
+        else:
             kernel.shutdown_kernel(now=True)
-            _POOL.refill(cwd)
+            if warm:
+                _POOL.refill(cwd, env)
         if temporary.exists():
             temporary.replace(output)
     run.seconds = round(time.perf_counter() - started, 3)
     if run.status == "ok":
         run.result = json.loads(result_path.read_text()) if result_path.is_file() else {}
+        if not parameters.get("as_of") and run.result.get(
+            "as_of"
+        ):  # a run "up to today" belongs with the day it loaded
+            _relocate(run, settings, str(run.result["as_of"]))
     else:
         write_json_atomic(result_path, {"status": "failed", "failure": run.failure})
     if log_to_mlflow:  # in the background: the next runbook does not wait for it (see `wait_for_logging`)
         _LOGGING.append((run, _logger().submit(_log_run, run, settings)))
     return run
+
+
+def _relocate(run: RunbookRun, settings: Settings, as_of: str) -> None:
+    "Move a run's notebook and result under `as_of`, the trading day its result names."
+    source, target = Path(run.notebook), runbook_output(settings, run.flow, as_of, run.runbook, run.ticker)
+    if source == target:
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    source.replace(target)
+    Path(run.result_path).replace(target.with_suffix(".json"))
+    if not any(source.parent.iterdir()):
+        source.parent.rmdir()  # the provisional day's folder, now empty
+    run.as_of, run.notebook, run.result_path = as_of, str(target), str(target.with_suffix(".json"))
 
 # %% ../nbs/60_pipeline.ipynb #aff7403f
 def _log_run(run: RunbookRun, settings: Settings) -> str:
@@ -313,33 +374,3 @@ def load_flow(settings: Settings, name: str):
     sys.modules[module_name] = module
     spec.loader.exec_module(module)
     return getattr(module, name)
-
-
-def resolve_as_of(settings: Settings, as_of: str | None, tickers: list[str]) -> str:
-    "The trading day a run is for: `as_of`, else the last day stored for any of `tickers`."
-    from stockops.prices import PriceStore
-
-    if as_of:
-        return str(dt.date.fromisoformat(str(as_of)))
-    store = PriceStore.from_settings(settings)
-    last = [store.last_date(t) for t in tickers]
-    last = [day for day in last if day is not None]
-    if not last:
-        raise BadInput("no stored prices yet: ingest first (stockops ingest) or pass as_of")
-    return str(max(last).date())
-
-# %% ../nbs/60_pipeline.ipynb #09616327
-def relocate_run(run: dict, settings: Settings, as_of: str) -> dict:
-    "Move a run's notebook and result under `as_of` (when it ran before the day was known, e.g. an ETL 'up to today')."
-    source = Path(run["notebook"])
-    target = runbook_output(settings, run["flow"], as_of, run["runbook"], run.get("ticker"))
-    if source == target or not source.exists():
-        return run  # already in place: no need to wait for the logger
-    wait_for_logging()  # the background logger may still be reading the files
-    target.parent.mkdir(parents=True, exist_ok=True)
-    source.replace(target)
-    if Path(run["result_path"]).exists():
-        Path(run["result_path"]).replace(target.with_suffix(".json"))
-    if not any(source.parent.iterdir()):
-        source.parent.rmdir()  # the provisional day's folder, now empty
-    return run | {"notebook": str(target), "result_path": str(target.with_suffix(".json")), "as_of": as_of}

@@ -6,9 +6,7 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
-import os
 import re
 import tempfile
 import time
@@ -21,12 +19,12 @@ import numpy as np
 import pandas as pd
 
 from .config import BadInput, Settings, validate_ticker
+from .files import utc_now, write_parquet_atomic
 
 # %% auto #0
 __all__ = ['BAR_COLUMNS', 'PRICE_COLUMNS', 'VALUE_COLUMNS', 'SAMPLE_STOCKS', 'SAMPLE_INDICES', 'YAHOO_FIELDS', 'COLUMN_ALIASES',
-           'PriceDataError', 'SourceUnavailable', 'utc_now', 'make_bars', 'SampleSource', 'yahoo_frame_to_bars',
-           'YahooSource', 'read_price_csv', 'CsvSource', 'write_parquet_atomic', 'write_json_atomic', 'append_jsonl',
-           'read_jsonl', 'UpsertResult', 'PriceStore', 'require_prices', 'load_prices']
+           'PriceDataError', 'SourceUnavailable', 'make_bars', 'SampleSource', 'yahoo_frame_to_bars', 'YahooSource',
+           'read_price_csv', 'CsvSource', 'UpsertResult', 'PriceStore', 'require_prices', 'load_prices']
 
 # %% ../nbs/10_prices.ipynb #934cd009
 BAR_COLUMNS = ["ticker", "date", "open", "high", "low", "close", "adj_close", "volume", "source", "fetched_at"]
@@ -40,10 +38,6 @@ class PriceDataError(BadInput):
 
 class SourceUnavailable(RuntimeError):
     "A live source could not deliver (network, rate limit): a failure, not bad input."
-
-
-def utc_now() -> pd.Timestamp:
-    return pd.Timestamp.now(tz="UTC").floor("s")
 
 
 def make_bars(
@@ -363,63 +357,6 @@ class CsvSource:
         return {
             t: _clip(make_bars(frame, t, f"csv:{self.path.name}", fetched_at), start, end) for t, frame in found.items()
         }
-
-# %% ../nbs/10_prices.ipynb #0228ccf4
-def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
-    "Write `frame` to `path` so that readers see the old file or the new one, never a partial one."
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as sink:
-            frame.to_parquet(sink, index=False)
-            sink.flush()
-            os.fsync(sink.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-# %% ../nbs/10_prices.ipynb #25918821
-def write_json_atomic(path: Path, data) -> None:
-    "Write `data` as JSON to `path` through a temporary file and a rename."
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as sink:
-            json.dump(data, sink, indent=2, default=str)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def append_jsonl(path: Path, records: list[dict]) -> None:
-    "Append JSON lines in one write (O_APPEND): a crash leaves at most a torn last line, which `read_jsonl` skips."
-    payload = "".join(json.dumps(record, default=str) + "\n" for record in records).encode()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.write(handle, payload)
-        os.fsync(handle)
-    finally:
-        os.close(handle)
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    "The records of a JSON-lines log; a torn (partly written) line is skipped."
-    records = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return records
 
 # %% ../nbs/10_prices.ipynb #e5c85f41
 @dataclass

@@ -18,11 +18,10 @@ import pandas as pd
 from .calendar import calendar_name, trading_days
 from .config import BadInput, Settings, parse_tickers
 from .experiment import Experiment
-from .forecast import forecast
-from .ingest import ingest
-from .monitor import monitor_ticker, realised_forecasts
-from .prices import PriceStore, write_json_atomic
-from .tracking import promotion_log, train_ticker
+from .files import write_json_atomic
+from .monitor import realised_forecasts
+from .routine import PlainSteps, run_day
+from .tracking import promotion_log
 
 # %% auto #0
 __all__ = ['ReplayResult', 'replay']
@@ -38,34 +37,10 @@ class ReplayResult:
     figure: Path  # the PNG plot
 
 
-def _step(ticker_list, day, settings, experiment, policy):
-    rows = []
-    ingest("sample", ",".join(dict.fromkeys(ticker_list + list(settings.indices))), end=day, settings=settings)
-    store = PriceStore.from_settings(settings)
-    for ticker in ticker_list:
-        if store.last_date(ticker) is None:  # not listed yet on this day (FB before its IPO)
-            rows.append({"as_of": str(day.date()), "ticker": ticker, "policy": policy, "retrained": False,
-                         "reasons": "no prices yet", "drift_share": None, "champion_version": None})  # fmt: skip
-            continue
-        monitored = monitor_ticker(ticker, day, settings, report=False)  # the replay report is the audit trail
-        retrain = monitored.decision.retrain and (policy == "auto" or monitored.champion_version is None)
-        version = monitored.champion_version
-        if version is None and not retrain:  # a recent listing still gathering the history training needs
-            rows.append({"as_of": str(day.date()), "ticker": ticker, "policy": policy, "retrained": False,
-                         "reasons": "; ".join(monitored.decision.reasons), "drift_share": None, "champion_version": None})  # fmt: skip
-            continue
-        if retrain:
-            try:
-                version = train_ticker(ticker, day, experiment, settings).champion_after
-            except BadInput as error:  # too little history yet (a recent listing): no champion, no forecast
-                rows.append({"as_of": str(day.date()), "ticker": ticker, "policy": policy, "retrained": False,
-                             "reasons": str(error), "drift_share": None, "champion_version": None})  # fmt: skip
-                continue
-        forecast(ticker, day, settings)
-        rows.append({"as_of": str(day.date()), "ticker": ticker, "policy": policy, "retrained": retrain,
-                     "reasons": "; ".join(monitored.decision.reasons), "drift_share": None if monitored.drift is None else monitored.drift.share,
-                     "champion_version": version})  # fmt: skip
-    return rows
+def _step(symbols: list[str], day: pd.Timestamp, settings: Settings, experiment: Experiment, policy: str) -> list[dict]:
+    "One replayed day: the daily routine as plain calls, its data cut at `day` (the replay report is the audit trail: no drift HTML)."
+    steps = PlainSteps(settings, experiment, source="sample", report=False)
+    return [row | {"policy": policy} for row in run_day(steps, settings, symbols, str(day.date()), policy).rows()]
 
 # %% ../nbs/62_replay.ipynb #12aec523
 def replay(

@@ -9,7 +9,6 @@ import contextlib
 import datetime as dt
 import io
 import json
-import os
 import re
 import tempfile
 import warnings
@@ -20,13 +19,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import BadInput, Settings, validate_ticker
+from .config import BadInput, Settings, set_process_environment, validate_ticker
 from .evaluate import backtest, backtest_figure, modelling_table, recent, score_predictions
 from .experiment import Experiment
 from .features import make_features, make_targets
+from .files import append_jsonl, read_jsonl, utc_now
 from .intervals import conformal_quantile, interval_scale, online_intervals
 from .models import Forecaster, HorizonModel, make_model
-from .prices import PriceStore, append_jsonl, read_jsonl, utc_now
+from .prices import PriceStore
 
 # %% auto #0
 __all__ = ['CHAMPION', 'model_name', 'mlflow_client', 'champion_version', 'ForecasterModel', 'pip_requirements',
@@ -51,7 +51,7 @@ def mlflow_client(settings: Settings):
     for noisy in ("mlflow.pyfunc", "mlflow.store.db.utils", "mlflow.tracking._model_registry.client", "alembic"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    os.environ.update(settings.mlflow_env())  # an S3-compatible endpoint for s3:// artifacts, when one is set
+    set_process_environment(settings.mlflow_env())  # an S3-compatible endpoint for s3:// artifacts, when one is set
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
     client = mlflow.MlflowClient(settings.tracking_uri)

@@ -68,15 +68,12 @@ def forecast_history(settings, tickers: list[str], trained_on: str, first: str, 
     """Ingest `tickers` to `monitored_on`, train them as of `trained_on` (quick experiment), forecast every trading day
     from `first` to `last` and monitor them on `monitored_on`: a workspace with live evidence to serve."""
     from stockops.calendar import trading_days
-    from stockops.forecast import forecast
-    from stockops.ingest import ingest
-    from stockops.monitor import monitor_ticker
-    from stockops.tracking import train_ticker
+    from stockops.routine import PlainSteps
 
-    ingest("sample", ",".join([*tickers, "^GSPC"]), end=monitored_on, settings=settings)
-    experiment = quick_experiment(settings)
-    for ticker in tickers:
-        train_ticker(ticker, trained_on, experiment, settings)
-        for day in trading_days("XNYS", first, last):
-            forecast(ticker, day.date(), settings)
-        monitor_ticker(ticker, monitored_on, settings)
+    steps = PlainSteps(settings, quick_experiment(settings), source="sample")  # the daily routine's steps
+    steps.ingest([*tickers, "^GSPC"], monitored_on)
+    trained = steps.train(tickers, trained_on)
+    assert all(outcome["champion"] for outcome in trained.values()), trained
+    for day in trading_days("XNYS", first, last):
+        steps.forecast(tickers, str(day.date()))
+    steps.monitor(tickers, monitored_on)

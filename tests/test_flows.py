@@ -46,7 +46,7 @@ def test_daily_flow_runs_the_runbooks_and_leaves_the_audit_trail(space):
     from stockops.pipeline import load_flow
 
     daily = load_flow(settings, "daily")
-    first = daily(as_of="2012-12-31", tickers="IBM", overrides=settings.overrides(), return_state=True)
+    first = daily(as_of="2012-12-31", tickers="IBM", overrides=settings.transport(), return_state=True)
     assert first.is_completed(), first.message
     summary = first.result()
     assert summary["retrained"] == ["IBM"]  # no champion yet: the policy says train
@@ -58,7 +58,7 @@ def test_daily_flow_runs_the_runbooks_and_leaves_the_audit_trail(space):
     trained = json.loads((folder / "train_forecaster-IBM.json").read_text())
     assert (trained["promoted"], trained["champion"]) == (True, "1")
 
-    second = daily(as_of="2013-01-31", tickers="IBM", overrides=settings.overrides(), return_state=True)
+    second = daily(as_of="2013-01-31", tickers="IBM", overrides=settings.transport(), return_state=True)
     assert second.is_completed(), second.message
     decision = second.result()["decisions"]["IBM"]
     assert decision["retrain"] is False and decision["champion_version"] == "1"
@@ -90,7 +90,7 @@ def test_a_failing_runbook_fails_the_flow_with_a_failure_record(space):
 
     daily = load_flow(settings, "daily")
     state = daily(as_of="2013-02-01", tickers="IBM", source="csv", path="/nonexistent/prices.csv",
-                  overrides=settings.overrides(), return_state=True)  # fmt: skip
+                  overrides=settings.transport(), return_state=True)  # fmt: skip
     assert state.is_failed()
     assert "runbook etl_prices failed in cell" in state.message and "BadInput: no such file" in state.message
     record = json.loads((settings.reports_dir / "daily" / "2013-02-01" / "etl_prices.failure.json").read_text())
@@ -128,7 +128,7 @@ def test_daily_flow_waits_for_a_new_listing_to_have_enough_history(space):
     from stockops.pipeline import load_flow
 
     state = load_flow(settings, "daily")(
-        as_of="2012-06-29", tickers="FB", overrides=settings.overrides(), return_state=True
+        as_of="2012-06-29", tickers="FB", overrides=settings.transport(), return_state=True
     )
     assert state.is_completed(), state.message
     summary = state.result()
