@@ -449,8 +449,11 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                    'stockops.tracking.choose_families': ('tracking.html#choose_families', 'stockops/tracking.py'),
                                    'stockops.tracking.gate': ('tracking.html#gate', 'stockops/tracking.py'),
                                    'stockops.tracking.history_needed': ('tracking.html#history_needed', 'stockops/tracking.py'),
+                                   'stockops.tracking.live_champion': ('tracking.html#live_champion', 'stockops/tracking.py'),
                                    'stockops.tracking.mlflow_client': ('tracking.html#mlflow_client', 'stockops/tracking.py'),
                                    'stockops.tracking.model_name': ('tracking.html#model_name', 'stockops/tracking.py'),
                                    'stockops.tracking.pip_requirements': ('tracking.html#pip_requirements', 'stockops/tracking.py'),
                                    'stockops.tracking.promotion_log': ('tracking.html#promotion_log', 'stockops/tracking.py'),
+                                   'stockops.tracking.promotion_log_path': ('tracking.html#promotion_log_path', 'stockops/tracking.py'),
+                                   'stockops.tracking.sync_champion_alias': ('tracking.html#sync_champion_alias', 'stockops/tracking.py'),
                                    'stockops.tracking.train_ticker': ('tracking.html#train_ticker', 'stockops/tracking.py')}}}

@@ -317,8 +317,7 @@ def models(
         ticker = validate_ticker(ticker)
         from stockops.tracking import champion_version, mlflow_client, promotion_log
 
-        client = mlflow_client(settings)
-        version = champion_version(client, ticker)
+        version = champion_version(settings, ticker)
         console = Console(width=160)
         if version is None:
             console.print(f"no champion for {ticker} yet: run `stockops train --tickers {ticker}`")
@@ -331,7 +330,7 @@ def models(
         console.print(
             f"  interval method per horizon: {json.loads(version.tags.get('interval_methods', '{}'))}", highlight=False
         )
-        run = client.get_run(version.run_id)
+        run = mlflow_client(settings).get_run(version.run_id)
         recent = {
             k.removeprefix("recent."): v
             for k, v in run.data.metrics.items()

@@ -224,13 +224,13 @@ def monitor_ticker(
 ) -> MonitorResult:
     "Live error vs naive, drift against the champion's training window, and the retraining decision for `ticker`; `report=False`: no Evidently HTML (replays)."
     from stockops.config import load_settings
-    from stockops.tracking import champion_version, mlflow_client
+    from stockops.tracking import champion_version
 
     settings = settings or load_settings()
     ticker = validate_ticker(ticker)
     bars = require_prices(ticker, settings, end=as_of)
     as_of = bars["date"].max()
-    champion = champion_version(mlflow_client(settings), ticker)
+    champion = champion_version(settings, ticker)
     live = live_performance(ticker, as_of, settings)
     drift, html = None, None
     if champion is not None:

@@ -29,9 +29,9 @@ from .models import Forecaster, HorizonModel, make_model
 from .prices import PriceStore
 
 # %% auto #0
-__all__ = ['CHAMPION', 'model_name', 'mlflow_client', 'champion_version', 'ForecasterModel', 'pip_requirements',
-           'choose_families', 'bundle_score', 'GateDecision', 'gate', 'TrainResult', 'history_needed', 'train_ticker',
-           'promotion_log', 'champion_on']
+__all__ = ['CHAMPION', 'model_name', 'mlflow_client', 'ForecasterModel', 'pip_requirements', 'choose_families', 'bundle_score',
+           'GateDecision', 'gate', 'TrainResult', 'history_needed', 'train_ticker', 'promotion_log_path',
+           'promotion_log', 'live_champion', 'champion_on', 'champion_version', 'sync_champion_alias']
 
 # %% ../nbs/40_tracking.ipynb #a20cd311
 CHAMPION = "champion"
@@ -66,16 +66,6 @@ def mlflow_client(settings: Settings):
                 raise
     mlflow.set_experiment(settings.mlflow_experiment)
     return client
-
-
-def champion_version(client, ticker: str):
-    "The champion's ModelVersion of `ticker`, or None."
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client.get_model_version_by_alias(model_name(ticker), CHAMPION)
-    except MlflowException:
-        return None
 
 # %% ../nbs/40_tracking.ipynb #0c28cb45
 from mlflow.pyfunc import PythonModel
@@ -328,8 +318,12 @@ def train_ticker(
             f"{ticker} has {len(bars)} days of history up to {as_of.date()}; calibrating its intervals needs at least {needed}"
         )
     fingerprint = experiment.fingerprint()
+    client = mlflow_client(settings)
+    sync_champion_alias(
+        client, settings, ticker
+    )  # the registry's alias catches up with the log (a kill between the two)
     if not force:
-        current = champion_version(mlflow_client(settings), ticker)
+        current = champion_version(settings, ticker)
         if (
             current is not None
             and current.tags.get("as_of") == str(as_of.date())
@@ -352,9 +346,8 @@ def train_ticker(
                            "as_of": str(as_of.date())}  # fmt: skip
     fold_metrics = score_predictions(chosen_scored, experiment.levels, by=("family", "horizon", "fold"))
 
-    client = mlflow_client(settings)
     name = model_name(ticker)
-    before = champion_version(client, ticker)
+    before = champion_version(settings, ticker)
     champion_families = json.loads(before.tags.get("families", "{}")) if before is not None else None
     decision = gate(families, champion_families, recent_metrics, experiment.margin)
     with (
@@ -394,16 +387,16 @@ def train_ticker(
             "ticker": ticker, "trained_until": forecaster.trained_until, "run_id": run.info.run_id}  # fmt: skip
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
-    if decision.promote:
-        client.set_registered_model_alias(name, CHAMPION, version)
     after = version if decision.promote else (str(before.version) if before is not None else None)
-    append_jsonl(settings.data_dir / "promotion_log.jsonl", [{
+    append_jsonl(promotion_log_path(settings), [{  # the commit point: from this line on, `after` is live everywhere
         "time": str(utc_now()), "as_of": str(as_of.date()), "ticker": ticker, "model": name,
         "from_version": None if before is None else str(before.version), "to_version": after, "candidate_version": version,
         "decision": "promoted" if decision.promote else "kept", "reason": decision.reason, "families": families,
         "candidate_score": decision.candidate_score, "champion_score": decision.champion_score,
         "recent_window_days": experiment.recent_days, "run_id": run.info.run_id,
     }])  # fmt: skip
+    if decision.promote:
+        client.set_registered_model_alias(name, CHAMPION, version)  # derived from the log, for MLflow's UI and clients
     return TrainResult(ticker, str(as_of.date()), run.info.run_id, name, version, families, methods, decision,
                        None if before is None else str(before.version), after, metrics, recent_metrics, comparison, folds, notes,
                        forecaster)  # fmt: skip
@@ -431,18 +424,52 @@ def _log_metrics(
         client.log_batch(run_id, metrics=values[start : start + 1000])
 
 # %% ../nbs/40_tracking.ipynb #5d1118bb
+def promotion_log_path(settings: Settings) -> Path:
+    return settings.data_dir / "promotion_log.jsonl"
+
+
 def promotion_log(settings: Settings, ticker: str | None = None) -> pd.DataFrame:
     "The promotion log (optionally of one ticker), oldest first."
-    log = pd.DataFrame(read_jsonl(settings.data_dir / "promotion_log.jsonl"))
+    log = pd.DataFrame(read_jsonl(promotion_log_path(settings)))
     if ticker is not None and len(log):
         log = log[log["ticker"] == validate_ticker(ticker)]
     return log.reset_index(drop=True)
 
 
+def live_champion(settings: Settings, ticker: str, day: dt.date | str | None = None) -> dict | None:
+    """The promotion record of the champion of `ticker` live on `day` (default: now): the last decision, made for an
+    as-of day on or before `day`, that left a champion. None before the first."""
+    ticker = validate_ticker(ticker)
+    records = [r for r in read_jsonl(promotion_log_path(settings)) if r.get("ticker") == ticker and r.get("to_version")]
+    if day is not None:
+        records = [r for r in records if pd.Timestamp(r["as_of"]) <= pd.Timestamp(day)]
+    return records[-1] if records else None
+
+
 def champion_on(settings: Settings, ticker: str, day: dt.date | str) -> str | None:
-    "The champion version of `ticker` live on `day` (after the last decision with as_of on or before it)."
-    log = promotion_log(settings, ticker)
-    if log.empty:
+    "The champion version of `ticker` live on `day`."
+    record = live_champion(settings, ticker, day)
+    return None if record is None else str(record["to_version"])
+
+
+def champion_version(settings: Settings, ticker: str, day: dt.date | str | None = None):
+    "The registry's ModelVersion of the champion live on `day` (default: now), or None: its tags say how it was trained."
+    record = live_champion(settings, ticker, day)
+    if record is None:
         return None
-    live = log[pd.to_datetime(log["as_of"]) <= pd.Timestamp(day)]
-    return None if live.empty else live["to_version"].iloc[-1]
+    return mlflow_client(settings).get_model_version(model_name(ticker), str(record["to_version"]))
+
+
+def sync_champion_alias(client, settings: Settings, ticker: str) -> None:
+    "Point the registry's `champion` alias at the log's champion, if a process was stopped between the two writes."
+    from mlflow.exceptions import MlflowException
+
+    record = live_champion(settings, ticker)
+    if record is None:
+        return
+    try:
+        aliased = str(client.get_model_version_by_alias(model_name(ticker), CHAMPION).version)
+    except MlflowException:
+        aliased = None
+    if aliased != str(record["to_version"]):
+        client.set_registered_model_alias(model_name(ticker), CHAMPION, str(record["to_version"]))
