@@ -107,7 +107,7 @@ from stockops.features import make_features
 from stockops.forecast import forecast
 from stockops.ingest import ingest
 from stockops.prices import PriceStore
-from stockops.tracking import train_ticker
+from stockops.training import train_ticker
 import json
 settings = load_settings()
 ingest("sample", "AAPL,^GSPC", end="{AS_OF}", settings=settings)

@@ -55,7 +55,7 @@ def main() -> None:
     setup = f"""
 from stockops.config import load_settings
 from stockops.ingest import ingest
-from stockops.tracking import train_ticker
+from stockops.training import train_ticker
 s = load_settings()
 ingest("sample", ",".join(s.universe + s.indices), end="{DAY0}", settings=s)
 for t in s.universe:

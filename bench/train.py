@@ -16,7 +16,7 @@ from stockops import models
 from stockops.config import load_settings
 from stockops.experiment import load_experiment
 from stockops.ingest import ingest
-from stockops.tracking import train_ticker
+from stockops.training import train_ticker
 
 TARGET_SECONDS = 180
 

@@ -228,7 +228,7 @@ def train(
         symbols = _tickers_or_universe(tickers, settings)
         day = parse_date(as_of, "as-of")
         plan = load_experiment(experiment, settings)
-        from stockops.tracking import train_ticker
+        from stockops.training import train_ticker
 
         console = Console(width=160)
         results = []

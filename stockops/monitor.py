@@ -251,7 +251,7 @@ def monitor_ticker(
     history = None
     if champion is None:  # a recent listing may not have enough history to train yet
         from stockops.experiment import load_experiment
-        from stockops.tracking import history_needed
+        from stockops.training import history_needed
 
         history = (len(bars), history_needed(load_experiment(settings=settings)))
     decision = retrain_decision(

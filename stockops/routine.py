@@ -90,7 +90,7 @@ class PlainSteps:
         }
 
     def train(self, tickers: list[str], day: str) -> dict[str, dict]:
-        from stockops.tracking import train_ticker
+        from stockops.training import train_ticker
 
         trained = {}
         for ticker in tickers:

@@ -20,6 +20,7 @@ sys.path.insert(0, {tests!r})
 from conftest import quick_experiment
 from stockops.config import load_settings
 import stockops.tracking as tracking
+import stockops.training as training
 import mlflow
 
 def die(*args, **kwargs):
@@ -30,7 +31,7 @@ if {where!r} == "alias":
 else:
     tracking.append_jsonl = die  # after the version is registered, before the log's line
 settings = load_settings()
-tracking.train_ticker("IBM", {as_of!r}, quick_experiment(settings), settings, force=True)
+training.train_ticker("IBM", {as_of!r}, quick_experiment(settings), settings, force=True)
 """
 
 
@@ -65,7 +66,8 @@ def answers(settings) -> dict:
 
 def test_a_kill_at_any_moment_of_a_promotion_leaves_one_answer(tmp_path):
     from stockops.ingest import ingest
-    from stockops.tracking import promotion_log, train_ticker
+    from stockops.tracking import promotion_log
+    from stockops.training import train_ticker
 
     settings = load_settings(env={}).replace(data_dir=tmp_path / "data", reports_dir=tmp_path / "reports")
     ingest("sample", "IBM,^GSPC", end="2013-03-01", settings=settings)

@@ -162,7 +162,7 @@ def test_champion_swap_under_concurrent_requests_fails_none(served):
     "A retrained champion and its forecasts land while 6 clients hammer /forecast and /predict: all answers are 200."
     from stockops.experiment import load_experiment
     from stockops.forecast import forecast
-    from stockops.tracking import train_ticker
+    from stockops.training import train_ticker
 
     base, _ = served.api()
     statuses, versions, stop = [], set(), threading.Event()
