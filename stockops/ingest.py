@@ -16,7 +16,8 @@ from .calendar import calendar_name
 from .config import BadInput, Settings, parse_date, parse_tickers
 from .files import append_jsonl, read_jsonl, utc_now, write_json_atomic
 from .health import HealthReport, check_bars
-from .prices import CsvSource, PriceStore, SampleSource, YahooSource
+from .prices import PriceStore
+from .sources import CsvSource, SampleSource, YahooSource
 
 # %% auto #0
 __all__ = ['TickerIngest', 'IngestReport', 'make_source', 'read_ingest_log', 'ingest', 'store_status']

@@ -17,8 +17,9 @@ import pandas as pd
 
 from .config import Settings, validate_ticker
 from .features import make_features
+from .files import utc_now
 from .forecast import prediction_log
-from .prices import PriceStore, utc_now
+from .prices import PriceStore
 from .tracking import promotion_log
 
 # %% auto #0

@@ -6,7 +6,7 @@ import re
 import pandas as pd
 import pytest
 
-from stockops.prices import SAMPLE_INDICES, SAMPLE_STOCKS
+from stockops.sources import SAMPLE_INDICES, SAMPLE_STOCKS
 
 ALL = list(SAMPLE_STOCKS) + list(SAMPLE_INDICES)
 BUNDLED_ROWS = {"AAPL": 3270, "MSFT": 3270, "IBM": 3270, "GOOG": 2148, "FB": 196, "^GSPC": 5031, "^IXIC": 5031}

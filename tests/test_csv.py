@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stockops.prices import YAHOO_FIELDS, SampleSource
+from stockops.sources import YAHOO_FIELDS, SampleSource
 
 FIXTURES = Path(__file__).parent / "fixtures"
 INVERSE = {v: k for k, v in YAHOO_FIELDS.items()}

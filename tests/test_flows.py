@@ -136,8 +136,9 @@ def test_daily_flow_waits_for_a_new_listing_to_have_enough_history(space):
     assert summary["decisions"]["FB"]["reasons"] == [
         "no champion yet, and 30 days of history; training needs 121: waiting"
     ]
-    result = json.loads((settings.reports_dir / "daily" / "2012-06-29" / "forecast_prices.json").read_text())
-    assert (result["waiting"], result["forecasts"]) == (["FB"], [])
+    assert summary["waiting"] == {"FB": ["no champion yet, and 30 days of history; training needs 121: waiting"]}
+    assert summary["forecast"] == []  # the routine forecasts only tickers with a champion: no forecast runbook at all
+    assert not (settings.reports_dir / "daily" / "2012-06-29" / "forecast_prices.ipynb").exists()
 
 
 def test_schedule_serves_cron_deployments_that_run(workspace):

@@ -10,7 +10,7 @@ import mlflow
 import pandas as pd
 
 from stockops.features import make_features
-from stockops.prices import SampleSource
+from stockops.sources import SampleSource
 
 LEGACY = Path(__file__).resolve().parent / "data" / "legacy-model-1186b39"
 

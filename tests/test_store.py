@@ -62,7 +62,7 @@ def test_crash_before_any_write_changes_nothing(workspace):
     before = workspace.files()
     killer = CRASH_DURING_WRITE.replace("real_to_parquet(self, sink, *args, **kwargs)", "pass").replace(
         "pd.DataFrame.to_parquet = dying_to_parquet",
-        "import stockops.prices as p; p.SampleSource.fetch = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)",
+        "import stockops.sources as p; p.SampleSource.fetch = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)",
     )
     crashed = subprocess.run(
         [sys.executable, "-c", killer, "ingest", "--tickers", "IBM"],

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from stockops import prices
+from stockops import sources
 from stockops.config import load_settings
 from stockops.ingest import ingest
 from stockops.prices import PriceStore, SourceUnavailable
@@ -57,7 +57,7 @@ def test_recorded_download_is_stored_with_raw_and_adjusted_close(settings):
 def pauses(monkeypatch):
     "Backoff pauses, recorded instead of slept."
     slept = []
-    monkeypatch.setattr(prices.time, "sleep", slept.append)
+    monkeypatch.setattr(sources.time, "sleep", slept.append)
     return slept
 
 

@@ -44,4 +44,6 @@ with tempfile.TemporaryDirectory() as folder:
                              artifacts={"forecaster": str(Path(folder) / "forecaster.joblib")})  # fmt: skip
 expected = forecaster.predict(rows.tail(5))
 expected.to_csv(OUT / "expected.csv", index=False)
-print(f"{OUT}: {len(expected)} rows, horizons {sorted(FAMILIES)}, {np.isfinite(expected.select_dtypes('number')).all().all()}")
+print(
+    f"{OUT}: {len(expected)} rows, horizons {sorted(FAMILIES)}, {np.isfinite(expected.select_dtypes('number')).all().all()}"
+)
