@@ -6,16 +6,15 @@
 __all__ = ['SettingsDep', 'StateDep', 'SnapshotDep', 'PredictorDep', 'LauncherDep', 'TickerPath', 'ViewDep', 'JSON', 'system',
            'market', 'forecasts', 'models', 'monitoring', 'runs', 'Health', 'TickerSummary', 'Bar', 'History',
            'BacktestEvidence', 'LiveEvidence', 'HorizonForecast', 'Forecast', 'PredictRequest', 'Candidate',
-           'Promotion', 'Models', 'DriftColumn', 'Drift', 'TrainRequest', 'RunInfo', 'Predictor', 'forecast_key',
-           'forecast_answer', 'get_settings', 'get_state', 'get_snapshot', 'get_predictor', 'get_launcher',
-           'ticker_view', 'find_view', 'require_token', 'no_champion', 'health', 'tickers', 'history',
-           'latest_forecast', 'predict', 'ticker_models', 'drift', 'train', 'run_status', 'StockopsCollector',
-           'metrics_answer', 'metrics', 'RequestMetrics', 'CachedForecasts', 'check_binding', 'create_app', 'serve_app']
+           'Promotion', 'Models', 'DriftColumn', 'Drift', 'TrainRequest', 'RunInfo', 'forecast_key', 'forecast_answer',
+           'get_settings', 'get_state', 'get_snapshot', 'get_predictor', 'get_launcher', 'ticker_view', 'find_view',
+           'require_token', 'no_champion', 'health', 'tickers', 'history', 'latest_forecast', 'predict',
+           'ticker_models', 'drift', 'train', 'run_status', 'StockopsCollector', 'metrics_answer', 'metrics',
+           'RequestMetrics', 'CachedForecasts', 'check_binding', 'create_app', 'serve_app']
 
-# %% ../nbs/70_api.ipynb #4ec67ff3
+# %% ../nbs/70_api.ipynb #def4c273
 import datetime as dt
 import json
-import logging
 import secrets
 import time
 import uuid
@@ -32,7 +31,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, field_validator
 
 import stockops
-from .calendar import calendar_name
 from stockops.config import (
     BadInput,
     Settings,
@@ -42,10 +40,9 @@ from stockops.config import (
     parse_tickers,
     validate_ticker,
 )
-from .forecast import forecast_records, load_champion
 from .prices import utc_now
 from .runs import RUN_ID_PATTERN, launch_training, read_run, record_run
-from .serving import ServingState, Snapshot, TickerView, backtest_verdict, live_verdict
+from .serving import Predictor, ServingState, Snapshot, TickerView, backtest_verdict, live_verdict
 
 # %% ../nbs/70_api.ipynb #bfa399fc
 class Health(BaseModel):
@@ -224,57 +221,7 @@ class RunInfo(BaseModel):
     message: str | None = None
     result: dict | None = None
 
-# %% ../nbs/70_api.ipynb #91f583f9
-class Predictor:
-    "Champions loaded once per worker; forecasts from stored prices on demand."
-
-    def __init__(self, settings: Settings):
-        self.settings = settings
-        self._models: dict[tuple[str, str], tuple] = {}
-
-    def champion(self, view: TickerView):
-        "(forecaster, ModelVersion) of the view's champion, loaded on first use."
-        key = (view.ticker, str(view.champion_version))
-        if key not in self._models:
-            model, version = load_champion(view.ticker, self.settings)
-            self._models[(view.ticker, str(version.version))] = (model.unwrap_python_model().forecaster, version)
-            self._models.setdefault(key, self._models[(view.ticker, str(version.version))])
-        return self._models[key]
-
-    def warm(self, snapshot: Snapshot) -> None:
-        "Load every champion and feature table of a new snapshot before requests need them."
-        for view in snapshot.views.values():
-            if view.champion_version is not None:
-                try:
-                    self.champion(view)
-                    view.features  # noqa: B018 (computed and cached)
-                except Exception as error:
-                    logging.getLogger("stockops.api").warning("could not warm %s: %s", view.ticker, error)
-
-    def predict(self, view: TickerView, as_of: dt.date | None, horizons: list[int] | None) -> list[dict]:
-        "Forecast records from the close of `as_of` (or the last stored day before it); `BadInput` for what cannot be forecast."
-        forecaster, version = self.champion(view)
-        if horizons is not None:
-            unknown = sorted(set(horizons) - set(forecaster.horizons))
-            if unknown:
-                raise BadInput(f"horizon(s) {unknown} not forecast; horizons: {forecaster.horizons}")
-        days, X, sigma = view.feature_matrix(forecaster.feature_names)
-        position = (
-            len(days) - 1 if as_of is None else int(np.searchsorted(days, np.datetime64(as_of), side="right")) - 1
-        )
-        if position < 0:
-            raise BadInput(f"no stored prices for {view.ticker} on or before {as_of}: the first is {view.first_date}")
-        row = X[position : position + 1]
-        if np.isnan(row).any() or np.isnan(sigma[position]):
-            raise BadInput(
-                f"{view.ticker} has too little history before {pd.Timestamp(days[position]).date()} for its features"
-            )
-        close = float(view.history["close"].to_numpy()[position])  # features and history share their days
-        code = calendar_name(view.ticker, self.settings)
-        return forecast_records(view.ticker, pd.Timestamp(days[position]), row, float(sigma[position]), close,
-                                forecaster, version, code, horizons)  # fmt: skip
-
-# %% ../nbs/70_api.ipynb #93bae54a
+# %% ../nbs/70_api.ipynb #e0bee7e3
 def _number(value):
     return None if value is None or (isinstance(value, float) and not np.isfinite(value)) else value
 
@@ -307,7 +254,7 @@ def forecast_answer(view: TickerView, records: list[dict], window_days: int) -> 
         model_version=str(first["model_version"]), run_id=first["run_id"], created_at=first["created_at"], horizons=horizons,
     )  # fmt: skip
 
-# %% ../nbs/70_api.ipynb #44467c2c
+# %% ../nbs/70_api.ipynb #a364e1b1
 async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
@@ -376,7 +323,7 @@ def no_champion(ticker: str) -> HTTPException:
         f"no champion for {ticker} yet: run training (`stockops train --tickers {ticker}`, or POST /train) and the daily forecasts",
     )
 
-# %% ../nbs/70_api.ipynb #df0a3ac3
+# %% ../nbs/70_api.ipynb #1e097131
 JSON = "application/json"
 system = APIRouter(tags=["system"])
 market = APIRouter(tags=["market data"])
@@ -541,7 +488,7 @@ async def run_status(run_id: Annotated[str, PathParam(pattern=RUN_ID_PATTERN)], 
         raise HTTPException(404, f"unknown run {run_id}")
     return RunInfo(**record)
 
-# %% ../nbs/70_api.ipynb #79705f68
+# %% ../nbs/70_api.ipynb #0a74bbe3
 class StockopsCollector:
     "Prometheus gauges of what is served, computed from the current snapshot at each scrape."
 
@@ -629,7 +576,7 @@ async def metrics(request: Request) -> Response:
     "Prometheus metrics: requests (rate, latency, status) and the stockops gauges."
     return metrics_answer(request.app)
 
-# %% ../nbs/70_api.ipynb #039801cd
+# %% ../nbs/70_api.ipynb #c1e0387e
 class RequestMetrics:
     "`http_requests_total` and `http_request_duration_seconds`, fed by the instrumentator and by the hot path alike."
 
@@ -680,7 +627,7 @@ class CachedForecasts:
                 return
         await self.app(scope, receive, send)
 
-# %% ../nbs/70_api.ipynb #9e66abba
+# %% ../nbs/70_api.ipynb #8a744f14
 def check_binding(settings: Settings, host: str | None = None) -> None:
     "Refuse a non-loopback address without `api_token`: `BadInput`."
     host = host or settings.api_host

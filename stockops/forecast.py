@@ -14,7 +14,7 @@ from .calendar import add_trading_days, calendar_name
 from .config import BadInput, Settings, validate_ticker
 from .features import make_features
 from .prices import PriceStore, require_prices, utc_now, write_parquet_atomic
-from .tracking import CHAMPION, champion_version, mlflow_client
+from .tracking import CHAMPION, champion_version, mlflow_client, model_name
 
 # %% auto #0
 __all__ = ['FORECAST_KEY', 'load_champion', 'forecast_records', 'forecast_rows', 'forecast', 'append_predictions',
@@ -24,18 +24,23 @@ __all__ = ['FORECAST_KEY', 'load_champion', 'forecast_records', 'forecast_rows',
 _LOADED: dict[tuple[str, str, str], object] = {}  # (tracking uri, model, version) -> pyfunc, loaded once per process
 
 
-def load_champion(ticker: str, settings: Settings):
-    "The champion pyfunc of `ticker` and its ModelVersion; `BadInput` when none has been trained."
+def load_champion(ticker: str, settings: Settings, version: str | None = None):  # version: that registered version
+    "The champion pyfunc of `ticker` (or registered `version` of its model) and its ModelVersion; `BadInput` when none has been trained."
     import mlflow
 
     client = mlflow_client(settings)
-    version = champion_version(client, ticker)
-    if version is None:
+    found = (
+        champion_version(client, ticker)
+        if version is None
+        else client.get_model_version(model_name(ticker), str(version))
+    )
+    if found is None:
         raise BadInput(f"no champion model for {ticker} yet: run `stockops train --tickers {ticker}` first")
-    key = (settings.tracking_uri, version.name, str(version.version))
+    key = (settings.tracking_uri, found.name, str(found.version))
     if key not in _LOADED:
-        _LOADED[key] = mlflow.pyfunc.load_model(f"models:/{version.name}@{CHAMPION}")
-    return _LOADED[key], version
+        uri = f"models:/{found.name}@{CHAMPION}" if version is None else f"models:/{found.name}/{found.version}"
+        _LOADED[key] = mlflow.pyfunc.load_model(uri)
+    return _LOADED[key], found
 
 # %% ../nbs/41_forecast.ipynb #1b4c0267
 def forecast_records(
