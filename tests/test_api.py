@@ -6,7 +6,8 @@ import pytest
 from conftest import forecast_history
 from fastapi.testclient import TestClient
 
-from stockops.api import create_app, get_launcher, get_settings, get_snapshot
+from stockops.api import create_app
+from stockops.api.deps import get_launcher, get_settings, get_snapshot
 from stockops.config import load_settings
 from stockops.serving import load_snapshot
 
