@@ -73,7 +73,8 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
     app.add_exception_handler(BadInput, _bad_input)
     settings.reports_dir.mkdir(parents=True, exist_ok=True)
     app.mount("/reports", StaticFiles(directory=settings.reports_dir), name="reports")
-    system.instrument(app, state)  # request rate, errors and latency per route; the stockops gauges
+    requests = system.instrument(app, state)  # request rate, errors and latency per route; the stockops gauges
+    app.add_middleware(forecasts.CachedForecasts, state=state, metrics=requests)  # outermost: the one fast path
     return app
 
 

@@ -4,10 +4,12 @@
 
 # %% auto #0
 __all__ = ['router', 'BacktestEvidence', 'LiveEvidence', 'HorizonForecast', 'Forecast', 'forecast_answer', 'forecast_key',
-           'latest_forecast_body', 'prebuild_forecasts', 'latest_forecast', 'PredictRequest', 'predict']
+           'latest_forecast_body', 'prebuild_forecasts', 'latest_forecast', 'CachedForecasts', 'PredictRequest',
+           'predict']
 
-# %% ../../nbs/70d_api_forecasts.ipynb #afd85202
+# %% ../../nbs/70d_api_forecasts.ipynb #b7166859
 import datetime as dt
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
@@ -16,8 +18,9 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field, field_validator
 
 from .deps import JSON, PredictorDep, SnapshotDep, TickerPath, find_view, finite, no_champion
+from .system import RequestMetrics
 from ..config import BadInput, validate_ticker
-from ..serving import Snapshot, TickerView, backtest_verdict, live_verdict
+from ..serving import ServingState, Snapshot, TickerView, backtest_verdict, live_verdict
 
 # %% ../../nbs/70d_api_forecasts.ipynb #89ee5672
 router = APIRouter(tags=["forecasts"])
@@ -141,7 +144,36 @@ async def latest_forecast(
         body = await run_in_threadpool(latest_forecast_body, snapshot, ticker, horizon)
     return Response(body, media_type=JSON)
 
-# %% ../../nbs/70d_api_forecasts.ipynb #8e66742c
+# %% ../../nbs/70d_api_forecasts.ipynb #9c5f8007
+class CachedForecasts:
+    "ASGI middleware, the API's one fast path: `GET /forecast/{ticker}[?horizon=h]` from the snapshot's prebuilt bytes."
+
+    HANDLER = "/forecast/{ticker}"
+
+    def __init__(self, app, state: ServingState, metrics: RequestMetrics):
+        self.app, self.state, self.metrics = app, state, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "GET" and scope["path"].startswith("/forecast/"):
+            ticker, query = scope["path"][len("/forecast/") :], scope["query_string"]
+            horizon = None
+            if query.startswith(b"horizon=") and query[8:].isdigit() and len(query) < 12:
+                horizon = int(query[8:])
+            elif query:
+                ticker = ""  # another query: FastAPI validates it
+            body = (
+                self.state.snapshot.cache.get(forecast_key(ticker, horizon)) if ticker and "/" not in ticker else None
+            )
+            if body is not None:
+                started = time.perf_counter()
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", JSON.encode())]})  # fmt: skip
+                await send({"type": "http.response.body", "body": body})
+                self.metrics.record(self.HANDLER, "GET", "2xx", time.perf_counter() - started)
+                return
+        await self.app(scope, receive, send)
+
+# %% ../../nbs/70d_api_forecasts.ipynb #18304d63
 class PredictRequest(BaseModel):
     ticker: str = Field(examples=["AAPL"])
     as_of: dt.date | None = Field(None, description="forecast from this day's close (default: the last stored day)")

@@ -39,9 +39,9 @@ async def health(state: StateDep) -> Health:
     return Health(status="ok", version=stockops.__version__, snapshot_built_at=snapshot.built_at,
                   tickers=len(snapshot.views), refreshes=state.refreshes, refresh_failures=state.failures)  # fmt: skip
 
-# %% ../../nbs/70b_api_system.ipynb #2de5f6be
+# %% ../../nbs/70b_api_system.ipynb #205708e3
 class RequestMetrics:
-    "`http_requests_total` and `http_request_duration_seconds`, fed by the instrumentator."
+    "`http_requests_total` and `http_request_duration_seconds`, fed by the instrumentator and by the `/forecast` fast path alike."
 
     BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, float("inf"))
 
@@ -53,10 +53,13 @@ class RequestMetrics:
         self.latency = Histogram("http_request_duration_seconds", "Request duration by handler and method",
                                  ["handler", "method"], buckets=self.BUCKETS, registry=registry)  # fmt: skip
 
+    def record(self, handler: str, method: str, status: str, seconds: float) -> None:
+        self.requests.labels(handler, method, status).inc()
+        self.latency.labels(handler, method).observe(seconds)
+
     def __call__(self, info) -> None:
         "The instrumentator's hook (prometheus-fastapi-instrumentator `Info`)."
-        self.requests.labels(info.modified_handler, info.method, info.modified_status).inc()
-        self.latency.labels(info.modified_handler, info.method).observe(info.modified_duration)
+        self.record(info.modified_handler, info.method, info.modified_status, info.modified_duration)
 
 
 class StockopsCollector:
@@ -125,7 +128,7 @@ class StockopsCollector:
         yield from (age, lag, version, mae, ratio, coverage, drift, snapshot_age, failures)
 
 
-def instrument(app: FastAPI, state: ServingState) -> None:
+def instrument(app: FastAPI, state: ServingState) -> RequestMetrics:
     "Count and time `app`'s requests (but /metrics and /reports) and collect the stockops gauges of `state`."
     from prometheus_client import CollectorRegistry
     from prometheus_fastapi_instrumentator import Instrumentator
@@ -133,7 +136,9 @@ def instrument(app: FastAPI, state: ServingState) -> None:
     app.state.registry, app.state.stockops_registry = CollectorRegistry(), CollectorRegistry()
     app.state.stockops_registry.register(StockopsCollector(state))
     instrumentator = Instrumentator(registry=app.state.registry, excluded_handlers=["/metrics", "/reports"])
-    instrumentator.add(RequestMetrics(app.state.registry)).instrument(app)
+    requests = RequestMetrics(app.state.registry)
+    instrumentator.add(requests).instrument(app)
+    return requests
 
 
 def metrics_answer(app: FastAPI) -> Response:
