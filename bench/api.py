@@ -1,11 +1,12 @@
-"""Benchmark: the API's two forecast paths against a bare FastAPI endpoint and MLflow's scoring server, in one run.
+"""Benchmark: the API's forecast routes against a bare FastAPI endpoint and MLflow's scoring server, in one run.
 
 Setup (not timed): a temporary workspace with the bundled AAPL and S&P 500 prices, AAPL trained (baseline experiment)
 as of 2013-01-31 and forecast for that day. Then, one after another on the same machine, one uvicorn worker each:
-  forecast  - GET /forecast/AAPL of `stockops serve` (the latest logged forecast with its evidence, from memory)
+  forecast  - GET /forecast/AAPL of `stockops serve` (the latest logged forecast with its evidence: prebuilt bytes
+              through the ordinary router)
   predict   - POST /predict {"ticker": "AAPL", "as_of": "2013-01-15"} (the champion forecasting on demand)
   bare      - GET /constant of a plain FastAPI app returning {"ok": true} (the ceiling)
-  same-stack- GET /constant added to the stockops app (the ceiling with its middleware: request metrics)
+  same-stack- GET /constant added to the stockops app (the ceiling with its instrumentation: request metrics)
   mlflow    - POST /invocations of `mlflow models serve --env-manager local` scoring the same champion on one feature row
 All servers run at once; load: wrk, 1 thread, 32 connections, DURATION seconds per endpoint, in 3 interleaved rounds after
 a warm-up; the median round counts. Prints req/s, p50, p99 and the ratios.
@@ -98,7 +99,7 @@ def main() -> None:
         raise SystemExit("wrk is needed: apt-get install wrk")
     root = Path(tempfile.mkdtemp(prefix="stockops-bench-api-"))
     env = {**os.environ, "STOCKOPS_DATA_DIR": str(root / "data"), "STOCKOPS_REPORTS_DIR": str(root / "reports"),
-           "STOCKOPS_API_REFRESH_SECONDS": "60", "PYTHONPATH": str(REPO / "bench")}  # fmt: skip
+           "STOCKOPS_API_REFRESH_SECONDS": "60", "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "bench")])}  # fmt: skip
     python = sys.executable
     print(f"workspace {root}: ingest, train AAPL as of {AS_OF} (baseline experiment), forecast ...", flush=True)
     setup = f"""

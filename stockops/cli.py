@@ -385,7 +385,7 @@ def _train_flow(tickers: str | None, as_of: str | None, force: bool, run_id: str
 
     def record(**fields):
         if run_id:
-            from stockops.api import record_run
+            from stockops.runs import record_run
 
             record_run(settings, run_id, **fields)
 

@@ -1,24 +1,27 @@
 """The API through FastAPI's TestClient with dependency overrides: every endpoint, every error case, never a 500 for
 bad input, and training started through an overridden launcher (the real one is tested as a process)."""
 
+import numpy as np
 import pytest
 from conftest import forecast_history
 from fastapi.testclient import TestClient
 
-from stockops.api import create_app, get_launcher, get_settings, get_snapshot
+from stockops.api import create_app
+from stockops.api.deps import get_launcher, get_settings, get_snapshot
 from stockops.config import load_settings
 from stockops.serving import load_snapshot
 
 
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory):
-    "IBM trained as of 2012-11-30 (ridge only), forecast daily to 2012-12-31 and monitored on 2013-01-31; MSFT stored."
+    """IBM trained as of 2012-11-30 (ridge only, S&P 500 index), forecast daily to 2012-12-31 and monitored on
+    2013-01-31; MSFT and the NASDAQ Composite stored."""
     from stockops.ingest import ingest
 
     root = tmp_path_factory.mktemp("api")
     settings = load_settings(env={}).replace(data_dir=root / "data", reports_dir=root / "reports")
     forecast_history(settings, ["IBM"], "2012-11-30", "2012-12-03", "2012-12-31", "2013-01-31")
-    ingest("sample", "MSFT", end="2013-01-31", settings=settings)
+    ingest("sample", "MSFT,^IXIC", end="2013-01-31", settings=settings)
     return settings
 
 
@@ -138,3 +141,60 @@ def test_snapshot_override(settings, tmp_path):
         assert client.get("/tickers").json() == []
         assert client.get("/forecast/IBM").status_code == 404
         assert "stored tickers are " in client.get("/models/IBM").json()["detail"]
+
+
+class IndexEcho:
+    "An estimator forecasting the market index's latest daily return: its answer shows which index the features used."
+
+    def __init__(self, column: int):
+        self.column = column
+
+    def predict(self, X):
+        return X[:, self.column]
+
+
+@pytest.fixture
+def echoing_champion(settings, monkeypatch):
+    """IBM's registered champion (naive at every horizon: no feature matters) with every horizon's estimator replaced
+    by `IndexEcho`; `load_champion` in serving returns it and records which version was asked for."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    import stockops.serving
+    from stockops.forecast import load_champion
+
+    model, registered = load_champion("IBM", settings)
+    forecaster = model.unwrap_python_model().forecaster
+    echo = IndexEcho(forecaster.feature_names.index("index_ret_lag0"))
+    models = {h: dataclasses.replace(m, estimator=echo) for h, m in forecaster.models.items()}
+    bundle = SimpleNamespace(forecaster=dataclasses.replace(forecaster, models=models))
+    asked = []
+
+    def load(ticker, settings, version=None):
+        asked.append((ticker, version))
+        return SimpleNamespace(unwrap_python_model=lambda: bundle), registered
+
+    monkeypatch.setattr(stockops.serving, "load_champion", load)
+    return asked
+
+
+def test_a_models_features_come_from_its_own_metadata_not_settings(settings, echoing_champion):
+    "Settings listing another stored index first (^IXIC) change no answer: the champion's metadata names ^GSPC."
+    from stockops.prices import PriceStore
+
+    answers = []
+    for indices in (("^GSPC", "^IXIC"), ("^IXIC", "^GSPC")):
+        with TestClient(create_app(settings.replace(indices=indices), refresh=False)) as client:
+            latest = client.get("/forecast/IBM")
+            predicted = client.post("/predict", json={"ticker": "IBM", "as_of": "2012-12-14", "horizons": [1]})
+        answers.append((latest.content, predicted.json()["horizons"][0]["log_return"]))
+    assert answers[0] == answers[1]
+    assert echoing_champion and set(echoing_champion) == {("IBM", "1")}  # the version the snapshot names
+    store = PriceStore.from_settings(settings)
+
+    def daily_return(index):
+        close = store.load(index, end="2012-12-14")["adj_close"].to_numpy()
+        return float(np.log(close[-1] / close[-2]))
+
+    assert answers[0][1] == pytest.approx(daily_return("^GSPC"), rel=1e-9)
+    assert abs(daily_return("^GSPC") - daily_return("^IXIC")) > 1e-4  # another index would have shown
