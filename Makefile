@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run test scaleout check export lint format bench lab monitor clean
+.PHONY: help install run test test-fast scaleout check export lint format bench lab monitor clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-8s %s\n", $$1, $$2}'
@@ -26,6 +26,11 @@ run: $(STAMP) ## bring the workspace up on the bundled data: the daily flow thro
 test: $(STAMP) check ## check notebooks and package are in sync, run the notebooks' tests (nbdev-test) and pytest
 	$(BIN)/nbdev-test --n-workers 2
 	$(BIN)/pytest -q
+
+FAST := not slow and not server and not browser and not scaleout
+test-fast: $(STAMP) ## the inner loop (under 2 minutes, no servers, no browser): notebooks and package in sync, pytest without the slow, server and browser tiers
+	@$(MAKE) --no-print-directory check
+	$(BIN)/pytest -q -m '$(FAST)'
 
 scaleout: $(STAMP) ## the team stack run natively (PostgreSQL, S3 server, MLflow + Prefect servers, 2 workers, 2 API replicas behind nginx) and the compose file; needs apt postgresql nginx-light docker-compose
 	$(BIN)/pytest -v -m scaleout

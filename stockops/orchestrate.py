@@ -42,7 +42,7 @@ def runbook(
     run.raise_for_failure()
     return asdict(run)
 
-# %% ../nbs/61_orchestrate.ipynb #254aecae
+# %% ../nbs/61_orchestrate.ipynb #f4530d9b
 TRAIN_FLOW, TRAIN_DEPLOYMENT = "train-ticker", "stockops"
 
 
@@ -50,7 +50,7 @@ def record_path(settings: Settings, flow_name: str, as_of: str, ticker: str, kin
     "`reports/<flow>/<as_of>/train_forecaster-<TICKER>.<kind>.json`, the record a fanned-out training leaves."
     return runbook_output(settings, flow_name, as_of, "train_forecaster", ticker).with_suffix(f".{kind}.json")
 
-
+# %% ../nbs/61_orchestrate.ipynb #9c206fac
 def _train(as_of: str, ticker: str, force: bool, overrides: dict, flow_name: str, warm: bool = True) -> dict:
     return runbook(
         "train_forecaster",
@@ -74,7 +74,7 @@ def train_one(as_of: str, ticker: str, force: bool, overrides: dict, flow_name: 
     write_json_atomic(record_path(settings, flow_name, as_of, ticker), run)
     return run
 
-
+# %% ../nbs/61_orchestrate.ipynb #e11ad971
 def train_tickers(tickers: list[str], as_of: str, overrides: dict, flow_name: str, force: bool = False) -> list[dict]:
     "Train `tickers` as of `as_of`: here, one after another, or as concurrent flow runs on the settings' work pool."
     settings = settings_from(overrides, "flow parameter")
@@ -96,7 +96,7 @@ def train_tickers(tickers: list[str], as_of: str, overrides: dict, flow_name: st
 
     return run_coro_as_sync(_fan_out(settings, tickers, as_of, overrides, flow_name, force, log))
 
-
+# %% ../nbs/61_orchestrate.ipynb #b78ed436
 async def _fan_out(settings: Settings, tickers, as_of, overrides, flow_name, force, log) -> list[dict]:
     from prefect.client.orchestration import get_client
     from prefect.deployments.flow_runs import arun_deployment  # the async one: in a sync flow, run_deployment blocks
@@ -153,7 +153,7 @@ async def _fan_out(settings: Settings, tickers, as_of, overrides, flow_name, for
         raise RunbookFailed("training failed on the work pool: " + "; ".join(failures))
     return runs
 
-
+# %% ../nbs/61_orchestrate.ipynb #937f3cbc
 async def deploy_training(settings: Settings) -> str:
     "Create the settings' process work pool (if missing) and the `train-ticker` deployment on it; its name."
     from prefect import flow

@@ -54,14 +54,43 @@ def workspace(tmp_path) -> Workspace:
     return Workspace(tmp_path, env)
 
 
+QUICK = """name = "quick"
+horizons = []
+index = "^GSPC"
+start = ""
+[splits]
+window = "expanding"
+min_train = 504
+step = 252
+[gate]
+recent_days = 252
+margin = 0.01
+[intervals]
+levels = [0.8, 0.9]
+calibration_window = 1000
+min_calibration = 100
+[models.ridge]
+alpha = 10.0
+"""  # the baseline experiment with ridge as the only candidate and yearly refits: a champion in seconds
+
+
+def quick_workspace(root: Path) -> Path:
+    "Make `root` a workspace whose experiment is QUICK (for `stockops` processes started in it); returns its settings."
+    (root / "settings.ini").write_text((REPO / "settings.ini").read_text())
+    (root / "experiments").mkdir(exist_ok=True)
+    (root / "experiments" / "baseline.toml").write_text(QUICK)
+    return root / "settings.ini"
+
+
 def quick_experiment(settings):
-    "The baseline experiment with ridge as the only candidate and yearly refits: a champion in seconds."
+    "QUICK as an Experiment, whatever experiment `settings` name."
+    import tempfile
+
     from stockops.experiment import load_experiment
 
-    baseline = load_experiment(REPO / "experiments" / "baseline.toml", settings)
-    return type(baseline)(
-        **{**baseline.__dict__, "models": {"ridge": {"alpha": 10.0}}, "splits": {"min_train": 504, "step": 252}}
-    )
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "quick.toml").write_text(QUICK)
+        return load_experiment(Path(folder) / "quick.toml", settings)
 
 
 def forecast_history(settings, tickers: list[str], trained_on: str, first: str, last: str, monitored_on: str) -> None:
@@ -77,3 +106,18 @@ def forecast_history(settings, tickers: list[str], trained_on: str, first: str, 
     for day in trading_days("XNYS", first, last):
         steps.forecast(tickers, str(day.date()))
     steps.monitor(tickers, monitored_on)
+
+
+@pytest.fixture(scope="session")
+def live(tmp_path_factory):
+    """The shared trained workspace, built once per session for the tests that only read it (in process or through
+    servers started on it): IBM and MSFT trained as of 2012-11-30 (QUICK), forecast every trading day from 2012-12-03
+    to 2013-01-31 and monitored on 2013-01-31; AAPL and ^IXIC stored, AAPL never trained. Its settings are returned.
+    A test that trains, forecasts or otherwise writes builds its own workspace instead."""
+    from stockops.config import load_settings
+    from stockops.ingest import ingest
+
+    settings = load_settings(quick_workspace(tmp_path_factory.mktemp("live")), env={})
+    forecast_history(settings, ["IBM", "MSFT"], "2012-11-30", "2012-12-03", "2013-01-31", "2013-01-31")
+    ingest("sample", "AAPL,^IXIC", end="2013-01-31", settings=settings)
+    return settings

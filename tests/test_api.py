@@ -3,26 +3,17 @@ bad input, and training started through an overridden launcher (the real one is 
 
 import numpy as np
 import pytest
-from conftest import forecast_history
 from fastapi.testclient import TestClient
 
 from stockops.api import create_app
 from stockops.api.deps import get_launcher, get_settings, get_snapshot
-from stockops.config import load_settings
 from stockops.serving import load_snapshot
 
 
 @pytest.fixture(scope="module")
-def settings(tmp_path_factory):
-    """IBM trained as of 2012-11-30 (ridge only, S&P 500 index), forecast daily to 2012-12-31 and monitored on
-    2013-01-31; MSFT and the NASDAQ Composite stored."""
-    from stockops.ingest import ingest
-
-    root = tmp_path_factory.mktemp("api")
-    settings = load_settings(env={}).replace(data_dir=root / "data", reports_dir=root / "reports")
-    forecast_history(settings, ["IBM"], "2012-11-30", "2012-12-03", "2012-12-31", "2013-01-31")
-    ingest("sample", "MSFT,^IXIC", end="2013-01-31", settings=settings)
-    return settings
+def settings(live):
+    "The session's shared trained workspace (conftest's `live`): IBM and MSFT served, AAPL stored but never trained."
+    return live
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +25,8 @@ def client(settings):
 def test_every_endpoint_answers(client):
     assert client.get("/health").json()["status"] == "ok"
     tickers = {t["ticker"]: t for t in client.get("/tickers").json()}
-    assert tickers["IBM"]["champion_version"] == "1" and tickers["IBM"]["last_forecast_as_of"] == "2012-12-31"
-    assert tickers["MSFT"]["champion_version"] is None and tickers["MSFT"]["last_forecast_as_of"] is None
+    assert tickers["IBM"]["champion_version"] == "1" and tickers["IBM"]["last_forecast_as_of"] == "2013-01-31"
+    assert tickers["AAPL"]["champion_version"] is None and tickers["AAPL"]["last_forecast_as_of"] is None
     history = client.get("/history/IBM", params={"start": "2012-12-24", "end": "2012-12-31"}).json()
     assert [bar["date"] for bar in history["bars"]] == [
         "2012-12-24",
@@ -48,7 +39,7 @@ def test_every_endpoint_answers(client):
     forecast = client.get("/forecast/IBM").json()
     assert [h["horizon"] for h in forecast["horizons"]] == [1, 5, 20]
     assert all(h["backtest"]["naive_mae"] > 0 and h["live"]["n"] > 0 for h in forecast["horizons"])
-    predicted = client.post("/predict", json={"ticker": "ibm", "as_of": "2012-12-31", "horizons": [5]}).json()
+    predicted = client.post("/predict", json={"ticker": "ibm", "as_of": "2013-01-31", "horizons": [5]}).json()
     assert [h["horizon"] for h in predicted["horizons"]] == [5]
     assert predicted["horizons"][0]["forecast"] == pytest.approx(forecast["horizons"][1]["forecast"], rel=1e-12)
     models = client.get("/models/IBM").json()
@@ -71,13 +62,13 @@ def test_every_endpoint_answers(client):
         ("get", "/forecast/IBM?horizon=-1", None, 422),
         ("get", "/forecast/IBM?horizon=abc", None, 422),
         ("get", "/forecast/IBM?horizon=2", None, 422),
-        ("get", "/forecast/MSFT", None, 503),
+        ("get", "/forecast/AAPL", None, 503),
         ("get", "/history/NVDA", None, 404),
         ("get", "/history/IBM?start=2013-02-30", None, 422),
         ("get", "/history/IBM?start=2013-01-31&end=2013-01-01", None, 422),
         ("get", "/models/..etc", None, 422),
         ("get", "/models/..%2Fetc", None, 404),  # a slash: no such route
-        ("get", "/drift/MSFT", None, 404),
+        ("get", "/drift/AAPL", None, 404),
         ("get", "/runs/not-a-run", None, 422),
         ("get", "/runs/" + "a" * 32, None, 404),
         ("post", "/predict", {"ticker": "IBM", "horizons": [0]}, 422),
@@ -85,7 +76,7 @@ def test_every_endpoint_answers(client):
         ("post", "/predict", {"ticker": "IBM", "as_of": "2000-03-02"}, 422),  # too little history for its features
         ("post", "/predict", {"ticker": "IBM", "as_of": "last tuesday"}, 422),
         ("post", "/predict", {"ticker": "NVDA"}, 404),
-        ("post", "/predict", {"ticker": "MSFT"}, 503),
+        ("post", "/predict", {"ticker": "AAPL"}, 503),
         ("post", "/predict", {"horizons": [1]}, 422),
         ("post", "/predict", "not json", 422),
         ("post", "/train", {"tickers": ["IBM"]}, 403),  # no token configured: training over the API is off
@@ -104,14 +95,15 @@ def test_bad_input_is_a_clear_4xx_or_503_never_a_500(client, method, url, body, 
 
 
 def test_the_503_says_what_to_run(client):
-    assert "stockops train --tickers MSFT" in client.get("/forecast/MSFT").json()["detail"]
+    assert "stockops train --tickers AAPL" in client.get("/forecast/AAPL").json()["detail"]
 
 
-def test_training_with_overridden_settings_and_launcher(settings):
+def test_training_with_overridden_settings_and_launcher(settings, tmp_path):
     "With a token (settings override) and a launcher that records instead of spawning a process."
     app = create_app(settings, refresh=False)
     launched = []
-    app.dependency_overrides[get_settings] = lambda: settings.replace(api_token="t0ken")
+    # the run record goes to this test's own reports folder: the shared workspace is only read
+    app.dependency_overrides[get_settings] = lambda: settings.replace(api_token="t0ken", reports_dir=tmp_path)
     app.dependency_overrides[get_launcher] = lambda: (
         lambda s, run_id, tickers, force: launched.append((run_id, tickers, force))
     )
@@ -189,7 +181,7 @@ def test_a_models_features_come_from_its_own_metadata_not_settings(settings, ech
             predicted = client.post("/predict", json={"ticker": "IBM", "as_of": "2012-12-14", "horizons": [1]})
         answers.append((latest.content, predicted.json()["horizons"][0]["log_return"]))
     assert answers[0] == answers[1]
-    assert echoing_champion and set(echoing_champion) == {("IBM", "1")}  # the version the snapshot names
+    assert {version for ticker, version in echoing_champion if ticker == "IBM"} == {"1"}  # the snapshot's version
     store = PriceStore.from_settings(settings)
 
     def daily_return(index):

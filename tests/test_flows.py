@@ -14,6 +14,8 @@ from conftest import REPO, Workspace
 
 from stockops.config import load_settings
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def harness():
@@ -141,6 +143,7 @@ def test_daily_flow_waits_for_a_new_listing_to_have_enough_history(space):
     assert not (settings.reports_dir / "daily" / "2012-06-29" / "forecast_prices.ipynb").exists()
 
 
+@pytest.mark.server
 def test_schedule_serves_cron_deployments_that_run(workspace):
     "`stockops schedule` starts a Prefect server, serves `daily` and `periodic-retrain` on their crons; a triggered run completes."
     import signal

@@ -36,6 +36,7 @@ def client(workspace):
     return mlflow.MlflowClient(uri, registry_uri=uri)  # explicit: other tests in this process set mlflow's globals
 
 
+@pytest.mark.slow
 def test_train_registers_a_champion_per_ticker_and_says_when_the_random_walk_wins(trained):
     registry = client(trained)
     assert sorted(m.name for m in registry.search_registered_models()) == ["stockops-fb", "stockops-ibm"]
@@ -65,6 +66,7 @@ def test_train_registers_a_champion_per_ticker_and_says_when_the_random_walk_win
     ]
 
 
+@pytest.mark.slow
 def test_forecast_logs_once_and_the_champion_reloaded_by_alias_reproduces_it(trained):
     first = trained.run("forecast", "--tickers", "IBM,FB")
     assert first.returncode == 0, first.stderr
@@ -87,6 +89,7 @@ def test_forecast_logs_once_and_the_champion_reloaded_by_alias_reproduces_it(tra
     assert (logged["lower_90"] < logged["forecast"]).all() and (logged["forecast"] < logged["upper_90"]).all()
 
 
+@pytest.mark.slow
 def test_retraining_the_same_specification_refreshes_the_champion(trained):
     (trained.root / "drift_only.toml").write_text('name = "drift-only"\n[models.drift]\n')
     result = trained.run("train", "--tickers", "FB", "--experiment", "drift_only.toml", timeout=300)
@@ -111,6 +114,7 @@ BAD = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arguments,message", BAD, ids=[" ".join(a) for a, _ in BAD])
 def test_bad_input_exits_2_and_changes_nothing(trained, arguments, message):
     before = {path: path.stat().st_mtime_ns for path in trained.data.rglob("*") if path.is_file()}

@@ -15,30 +15,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REPO, STOCKOPS, forecast_history
+from conftest import REPO, STOCKOPS, forecast_history, quick_workspace
 
 from stockops.config import load_settings
 
+pytestmark = pytest.mark.server
 CHROMIUM = Path("/usr/bin/chromium")
 PROMETHEUS = Path("/usr/bin/prometheus")
-QUICK = """name = "quick"
-horizons = []
-index = "^GSPC"
-start = ""
-[splits]
-window = "expanding"
-min_train = 504
-step = 252
-[gate]
-recent_days = 252
-margin = 0.01
-[intervals]
-levels = [0.8, 0.9]
-calibration_window = 1000
-min_calibration = 100
-[models.ridge]
-alpha = 10.0
-"""
 
 
 def free_port() -> int:
@@ -121,15 +104,22 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    "IBM and MSFT trained as of 2012-11-30 (ridge only), forecast every trading day to 2013-01-31, monitored then."
-    root = tmp_path_factory.mktemp("served")
-    (root / "settings.ini").write_text((REPO / "settings.ini").read_text())
-    (root / "experiments").mkdir()
-    (root / "experiments" / "baseline.toml").write_text(QUICK)
-    space = Served(root)
+def served(live):
+    "Servers started on the session's shared trained workspace (conftest's `live`), which these tests only read."
+    space = Served(Path(live.file).parent)
+    yield space
+    space.stop()
+
+
+@pytest.fixture(scope="module")
+def writable(tmp_path_factory):
+    "A workspace of its own for the tests that train: MSFT trained as of 2012-11-30 (QUICK), forecast on its last two days; IBM stored."
+    from stockops.ingest import ingest
+
+    space = Served(quick_workspace(tmp_path_factory.mktemp("writable")).parent)
     settings = space.settings.replace(runbooks_dir=REPO / "nbs" / "runbooks", flows_dir=REPO / "flows")
-    forecast_history(settings, ["IBM", "MSFT"], "2012-11-30", "2012-12-03", "2013-01-31", "2013-01-31")
+    forecast_history(settings, ["MSFT"], "2012-11-30", "2013-01-30", "2013-01-31", "2013-01-31")
+    ingest("sample", "IBM", end="2013-01-31", settings=settings)
     yield space
     space.stop()
 
@@ -158,13 +148,14 @@ def test_api_process_serves_forecasts_with_evidence(served):
     )
 
 
-def test_champion_swap_under_concurrent_requests_fails_none(served):
+@pytest.mark.slow
+def test_champion_swap_under_concurrent_requests_fails_none(writable):
     "A retrained champion and its forecasts land while 6 clients hammer /forecast and /predict: all answers are 200."
     from stockops.experiment import load_experiment
     from stockops.forecast import forecast
     from stockops.training import train_ticker
 
-    base, _ = served.api()
+    base, _ = writable.api()
     statuses, versions, stop = [], set(), threading.Event()
 
     def hammer(kind: str):
@@ -182,7 +173,7 @@ def test_champion_swap_under_concurrent_requests_fails_none(served):
         client.start()
     try:
         time.sleep(1)
-        settings = served.settings.replace(runbooks_dir=REPO / "nbs" / "runbooks", flows_dir=REPO / "flows")
+        settings = writable.settings.replace(runbooks_dir=REPO / "nbs" / "runbooks", flows_dir=REPO / "flows")
         result = train_ticker("MSFT", "2013-01-31", load_experiment(settings=settings), settings, force=True)
         assert result.decision.promote, result.decision.reason  # the same spec refit on newer data: a refresh
         forecast("MSFT", "2013-01-31", settings)
@@ -198,9 +189,10 @@ def test_champion_swap_under_concurrent_requests_fails_none(served):
     assert get(f"{base}/health")[1]["refreshes"] >= 1
 
 
-def test_training_over_the_api_needs_the_token_and_runs_the_flow(served):
+@pytest.mark.slow
+def test_training_over_the_api_needs_the_token_and_runs_the_flow(writable):
     "POST /train: refused without a token, 202 with it, then a real Prefect training flow that GET /runs/{id} follows."
-    base, _ = served.api(extra_env={"STOCKOPS_API_TOKEN": "s3cret-token"})
+    base, _ = writable.api(extra_env={"STOCKOPS_API_TOKEN": "s3cret-token"})
     assert post(f"{base}/train", {"tickers": ["IBM"]})[0] == 401
     assert post(f"{base}/train", {"tickers": ["IBM"]}, {"Authorization": "Bearer wrong"})[0] == 401
     assert post(f"{base}/train", {"tickers": ["../x"]}, {"Authorization": "Bearer s3cret-token"})[0] == 422
@@ -209,10 +201,10 @@ def test_training_over_the_api_needs_the_token_and_runs_the_flow(served):
     assert status == 202 and run["status"] == "scheduled" and time.monotonic() - started < 2
     record = wait_until(lambda: (r := get(f"{base}/runs/{run['run_id']}")[1])["status"] in ("completed", "failed") and r,
                         300, "the training run")  # fmt: skip
-    log = (served.root / "reports" / "runs" / f"{run['run_id']}.log").read_text()
+    log = (writable.root / "reports" / "runs" / f"{run['run_id']}.log").read_text()
     assert record["status"] == "completed", log[-3000:]
     assert len(record["flow_run_id"]) == 36 and record["result"]["results"]["IBM"]
-    assert list((served.root / "reports" / "train").glob("*/train_forecaster-IBM.ipynb"))  # the executed runbook
+    assert list((writable.root / "reports" / "train").glob("*/train_forecaster-IBM.ipynb"))  # the executed runbook
 
 
 def test_refuses_a_public_address_without_a_token(served):
@@ -290,6 +282,7 @@ def dashboards(served):
 PLOT = "document.querySelector('.js-plotly-plot')"
 
 
+@pytest.mark.browser
 def test_forecast_dashboard_in_chromium(browser, dashboards):
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     page.goto(f"{dashboards}/forecast.ipynb", timeout=120_000)
@@ -311,6 +304,7 @@ def test_forecast_dashboard_in_chromium(browser, dashboards):
     page.close()
 
 
+@pytest.mark.browser
 def test_monitor_dashboard_in_chromium(browser, dashboards):
     page = browser.new_page(viewport={"width": 1280, "height": 1400})
     page.goto(f"{dashboards}/monitor.ipynb", timeout=120_000)
@@ -327,6 +321,7 @@ def test_monitor_dashboard_in_chromium(browser, dashboards):
     page.close()
 
 
+@pytest.mark.slow
 def test_up_serves_everything_and_ctrl_c_stops_it(served):
     "`stockops up` (what `make run` calls): Prefect server, API, dashboards, MLflow UI answer; one Ctrl-C stops all."
     ports = {key: free_port() for key in ("API", "DASHBOARD", "MLFLOW_UI", "PREFECT_UI")}
