@@ -20,7 +20,7 @@ from .files import utc_now
 from .prices import VALUE_COLUMNS, PriceDataError, SourceUnavailable, make_bars
 
 # %% auto #0
-__all__ = ['SAMPLE_STOCKS', 'SAMPLE_INDICES', 'YAHOO_FIELDS', 'COLUMN_ALIASES', 'SampleSource', 'yahoo_frame_to_bars',
+__all__ = ['SAMPLE_STOCKS', 'SAMPLE_INDICES', 'YAHOO_FIELDS', 'COLUMN_ALIASES', 'MISSING', 'SampleSource', 'yahoo_frame_to_bars',
            'YahooSource', 'read_price_csv', 'CsvSource']
 
 # %% ../nbs/10a_sources.ipynb #b0a681e9
@@ -226,9 +226,15 @@ def _parse_dates(values: pd.Series) -> pd.Series:
     return pd.to_datetime(iso.fillna(us_iso), format="%Y-%m-%d", errors="coerce")
 
 
-def _parse_numbers(values: pd.Series) -> pd.Series:
-    text = values.astype("string").str.strip().str.replace(r"[$,\s]", "", regex=True)
-    return pd.to_numeric(text.replace({"": None, "null": None, "-": None, "nan": None}), errors="coerce")
+MISSING = {"", "null", "-", "nan", "na", "n/a", "none"}  # how files write "no value": the health checks drop such rows
+
+
+def _parse_numbers(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    "Numbers (float64, NaN where missing) and a mask of the values that are text, not numbers and not missing."
+    text = values.astype("string").str.strip().str.replace(r"[$,\s]", "", regex=True).fillna("")
+    missing = text.str.lower().isin(MISSING)
+    numbers = pd.to_numeric(text.where(~missing), errors="coerce").astype("float64")
+    return numbers, numbers.isna() & ~missing
 
 # %% ../nbs/10a_sources.ipynb #188c9c77
 def _read_table(path: Path) -> pd.DataFrame:
@@ -249,6 +255,50 @@ def _read_table(path: Path) -> pd.DataFrame:
     return frame
 
 
+def _parsed(path: Path, frame: pd.DataFrame, found: dict[str, str]) -> pd.DataFrame:
+    "The `found` columns parsed: dates, numbers (`close` from `adj_close` when the file has no close)."
+    parsed, text = pd.DataFrame({"date": _parse_dates(frame[found["date"]])}), {}
+    for field_name in VALUE_COLUMNS:
+        if field_name in found:
+            parsed[field_name], text[found[field_name]] = _parse_numbers(frame[found[field_name]])
+    if "close" not in parsed:
+        parsed["close"] = parsed["adj_close"]
+    usable = parsed["date"].notna() & (parsed["close"] > 0)
+    if usable.mean() < 0.5:
+        raise PriceDataError(
+            f"{path.name} is not price data: only {int(usable.sum())} of {len(parsed)} rows have a valid date and a positive close"
+        )
+    for column, bad in text.items():  # a typo in a price file is the user's to fix, not a row to drop quietly
+        if bad.any():
+            lines = ", ".join(f"line {i + 2} ({frame[column].iloc[i]!r})" for i in bad.to_numpy().nonzero()[0][:3])
+            raise PriceDataError(
+                f"{path.name}: column {column!r} has {int(bad.sum())} value(s) that are not numbers: {lines}"
+            )
+    return parsed
+
+
+def _wide(frame: pd.DataFrame, date: str, ticker: str | None) -> dict[str, str]:
+    """A wide file's tickers and their columns: a date, then one adjusted close per ticker, named by ticker (two or more,
+    or one named as the ticker asked for: `date,celsius` is not AAPL's prices); {} if it is not one."""
+    columns = {str(c).strip().upper(): c for c in frame.columns if c != date}
+    if not columns or (len(columns) == 1 and (ticker is None or next(iter(columns)) != ticker.strip().upper())):
+        return {}
+    try:
+        return {validate_ticker(t): c for t, c in columns.items()}
+    except BadInput:
+        return {}
+
+
+def _pick(found: dict[str, pd.DataFrame], ticker: str | None, path: Path) -> dict[str, pd.DataFrame]:
+    "All of `found`, or only `ticker`'s rows."
+    if ticker is None:
+        return found
+    wanted = validate_ticker(ticker)
+    if wanted not in found:
+        raise BadInput(f"{path.name} has no rows for {wanted}; it has {', '.join(found)}")
+    return {wanted: found[wanted]}
+
+
 def read_price_csv(
     path: Path | str,  # a CSV file of daily prices
     ticker: str | None = None,  # the ticker when the file has no ticker/symbol column
@@ -265,32 +315,26 @@ def read_price_csv(
         if match is not None:
             found[field_name] = match
     columns = ", ".join(map(str, frame.columns[:12]))
+    if "date" not in found and _column_key(frame.columns[0]) in ("", "unnamed_0", "index"):
+        found["date"] = frame.columns[0]  # pandas `to_csv()`: the unnamed index column holds the dates
     if "date" not in found:
         raise PriceDataError(f"{path.name} is not price data: no date column (columns: {columns})")
-    if "close" not in found and "adj_close" not in found:
-        raise PriceDataError(f"{path.name} is not price data: no close or adjusted close column (columns: {columns})")
     if frame.empty:
         raise PriceDataError(f"{path.name} has a header but no rows")
-    parsed = pd.DataFrame({"date": _parse_dates(frame[found["date"]])})
-    for field_name in VALUE_COLUMNS:
-        if field_name in found:
-            parsed[field_name] = _parse_numbers(frame[found[field_name]])
-    if "close" not in parsed:
-        parsed["close"] = parsed["adj_close"]
-    usable = parsed["date"].notna() & (parsed["close"] > 0)
-    if usable.mean() < 0.5:
-        raise PriceDataError(
-            f"{path.name} is not price data: only {int(usable.sum())} of {len(parsed)} rows have a valid date and a positive close"
+    if "close" not in found and "adj_close" not in found:
+        wide = _wide(frame, found["date"], ticker)
+        if not wide:
+            raise PriceDataError(
+                f"{path.name} is not price data: no close or adjusted close column (columns: {columns})"
+            )
+        return _pick(
+            {t: _parsed(path, frame, {"date": found["date"], "adj_close": c}) for t, c in wide.items()}, ticker, path
         )
+    parsed = _parsed(path, frame, found)
     if "ticker" in found:
         symbols = frame[found["ticker"]].str.strip().str.upper()
-        wanted = None if ticker is None else validate_ticker(ticker)
         groups = {validate_ticker(symbol): part for symbol, part in parsed.groupby(symbols, sort=False)}
-        if wanted is not None:
-            if wanted not in groups:
-                raise BadInput(f"{path.name} has no rows for {wanted}; it has {', '.join(groups)}")
-            groups = {wanted: groups[wanted]}
-        return {symbol: part.reset_index(drop=True) for symbol, part in groups.items()}
+        return _pick({symbol: part.reset_index(drop=True) for symbol, part in groups.items()}, ticker, path)
     if ticker is None:
         raise BadInput(f"{path.name} has no ticker/symbol column: name its ticker (stockops ingest --tickers XYZ)")
     return {validate_ticker(ticker): parsed}

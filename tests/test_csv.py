@@ -131,3 +131,41 @@ def test_csv_without_ticker_needs_one(workspace, february):
     result = workspace.run("ingest", "--source", "csv", "--path", "msft.csv")
     assert result.returncode == 2
     assert "no ticker/symbol column" in result.stderr
+
+
+def test_pandas_layouts_indexed_gzipped_and_wide(workspace, february):
+    "What `DataFrame.to_csv()` writes: dates in the unnamed index column, gzipped; wide: one close column per ticker."
+    indexed = yahoo_export(february).set_index("Date").rename_axis(None)
+    indexed.to_csv(workspace.root / "indexed.csv.gz")
+    result = workspace.run("ingest", "--source", "csv", "--path", "indexed.csv.gz", "--tickers", "MSFT")
+    assert result.returncode == 0, result.stderr
+    stored = pd.read_parquet(workspace.data / "prices" / "MSFT.parquet")
+    assert stored["date"].tolist() == february["date"].tolist()
+    np.testing.assert_allclose(stored["volume"], february["volume"])
+
+    ibm = SampleSource().fetch(["IBM"], dt.date(2013, 2, 1), dt.date(2013, 2, 28))["IBM"]
+    wide = pd.DataFrame({"IBM": ibm["adj_close"].to_numpy(), "AAPL": february["adj_close"].to_numpy()})
+    wide.index = february["date"].dt.strftime("%Y-%m-%d")
+    wide.rename_axis("Date").to_csv(workspace.root / "closes.csv")
+    result = workspace.run("ingest", "--source", "csv", "--path", "closes.csv")  # no --tickers: every column
+    assert result.returncode == 0, result.stderr
+    for ticker, expected in [("IBM", ibm["adj_close"]), ("AAPL", february["adj_close"])]:
+        stored = pd.read_parquet(workspace.data / "prices" / f"{ticker}.parquet")
+        np.testing.assert_allclose(stored["adj_close"], expected, rtol=1e-9)
+        np.testing.assert_allclose(stored["close"], expected, rtol=1e-9)  # close-only: the adjusted close
+        assert stored[["open", "high", "low", "volume"]].isna().all().all()
+    assert {h["ticker"]: h["status"] for h in last_report(workspace)["health"]} == {"IBM": "ok", "AAPL": "ok"}
+
+
+def test_text_in_a_price_column_exits_2_naming_column_and_lines(workspace, february):
+    export = yahoo_export(february).astype({"Close": object})
+    export.loc[4, "Close"], export.loc[9, "Close"] = "27.6O", "#REF!"
+    export.to_csv(workspace.root / "msft.csv", index=False)
+    before = workspace.files()
+    result = workspace.run("ingest", "--source", "csv", "--path", "msft.csv", "--tickers", "MSFT")
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert (
+        "msft.csv: column 'Close' has 2 value(s) that are not numbers: line 6 ('27.6O'), line 11 ('#REF!')"
+        in result.stderr
+    )
+    assert workspace.files() == before
