@@ -81,6 +81,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                      'stockops.api.system.metrics_answer': ('api_system.html#metrics_answer', 'stockops/api/system.py')},
             'stockops.calendar': { 'stockops.calendar.add_trading_days': ('calendar.html#add_trading_days', 'stockops/calendar.py'),
                                    'stockops.calendar.calendar_name': ('calendar.html#calendar_name', 'stockops/calendar.py'),
+                                   'stockops.calendar.coverage_start': ('calendar.html#coverage_start', 'stockops/calendar.py'),
                                    'stockops.calendar.exchange_calendar': ('calendar.html#exchange_calendar', 'stockops/calendar.py'),
                                    'stockops.calendar.is_trading_day': ('calendar.html#is_trading_day', 'stockops/calendar.py'),
                                    'stockops.calendar.trading_days': ('calendar.html#trading_days', 'stockops/calendar.py')},

@@ -13,10 +13,11 @@ import pandas as pd
 from .config import Settings, validate_ticker
 
 # %% auto #0
-__all__ = ['CALENDAR_START', 'calendar_name', 'exchange_calendar', 'trading_days', 'is_trading_day', 'add_trading_days']
+__all__ = ['CALENDAR_START', 'calendar_name', 'exchange_calendar', 'coverage_start', 'trading_days', 'is_trading_day',
+           'add_trading_days']
 
 # %% ../nbs/11_calendar.ipynb #c908b1a4
-CALENDAR_START = "1990-01-01"  # exchange-calendars defaults to 20 years back; our sample starts in 1999
+CALENDAR_START = "1960-01-01"  # exchange-calendars defaults to 20 years back; users bring histories from the 1980s
 
 
 def calendar_name(ticker: str, settings: Settings) -> str:
@@ -30,23 +31,38 @@ def calendar_name(ticker: str, settings: Settings) -> str:
 
 @lru_cache(maxsize=16)
 def exchange_calendar(code: str):
-    "An `exchange_calendars` calendar from 1990 on (cached: building one takes ~0.3 s)."
+    """An `exchange_calendars` calendar from 1960 on, or from the first day its rules cover when that is later (Tokyo:
+    1997); cached, as building one takes ~0.4 s."""
     import exchange_calendars
 
     try:
         return exchange_calendars.get_calendar(code, start=CALENDAR_START)
     except exchange_calendars.errors.InvalidCalendarName as error:
         raise ValueError(f"unknown exchange calendar {code!r}") from error
+    except ValueError:  # its rules start later than CALENDAR_START
+        bound = type(exchange_calendars.get_calendar(code)).bound_min()
+        return exchange_calendars.get_calendar(code, start=bound)
 
 # %% ../nbs/11_calendar.ipynb #4ef87f7f
+def coverage_start(code: str) -> pd.Timestamp:
+    "The first day calendar `code` has rules for (CALENDAR_START at the earliest); before it, `trading_days` counts weekdays."
+    bound = type(exchange_calendar(code)).bound_min()
+    return max(
+        pd.Timestamp(CALENDAR_START),
+        pd.Timestamp(bound).tz_localize(None) if bound is not None else pd.Timestamp(CALENDAR_START),
+    )
+
+
 def trading_days(code: str, start: dt.date | str, end: dt.date | str) -> pd.DatetimeIndex:
-    "Sessions of calendar `code` from `start` to `end` inclusive (tz-naive dates)."
+    "Sessions of calendar `code` from `start` to `end` inclusive (tz-naive dates); weekdays before its coverage."
     calendar = exchange_calendar(code)
     start, end = pd.Timestamp(start).normalize(), pd.Timestamp(end).normalize()
+    before = pd.bdate_range(start, min(end, coverage_start(code) - pd.Timedelta(days=1)))  # no rules: weekdays
     start, end = max(start, calendar.first_session), min(end, calendar.last_session)
     if start > end:
-        return pd.DatetimeIndex([])
-    return pd.DatetimeIndex(calendar.sessions_in_range(start, end)).tz_localize(None).rename(None)
+        return before.rename(None)
+    sessions = pd.DatetimeIndex(calendar.sessions_in_range(start, end)).tz_localize(None).rename(None)
+    return before.append(sessions).rename(None)
 
 
 def is_trading_day(code: str, day: dt.date | str) -> bool:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .calendar import exchange_calendar, trading_days
+from .calendar import coverage_start, exchange_calendar, trading_days
 from .prices import PRICE_COLUMNS, VALUE_COLUMNS
 
 # %% auto #0
@@ -145,4 +145,10 @@ def check_bars(
         expected = expected[expected > after] if previous is not None and len(previous) else expected
         missing = list(expected.difference(good["date"]))
         warnings = _jump_warnings(good, previous)
+        early = int((good["date"] < coverage_start(calendar_code)).sum())
+        if early:
+            warnings.append(
+                f"{early} row(s) before calendar coverage ({calendar_code} rules from "
+                f"{coverage_start(calendar_code).date()}): checked against weekdays only, kept"
+            )
     return HealthReport(ticker, calendar_code, len(bars), good, rejected, missing, warnings)
