@@ -14,7 +14,7 @@ from .config import Settings, validate_ticker
 
 # %% auto #0
 __all__ = ['CALENDAR_START', 'calendar_name', 'exchange_calendar', 'coverage_start', 'trading_days', 'is_trading_day',
-           'add_trading_days']
+           'add_trading_days', 'session_closes']
 
 # %% ../nbs/11_calendar.ipynb #c908b1a4
 CALENDAR_START = "1960-01-01"  # exchange-calendars defaults to 20 years back; users bring histories from the 1980s
@@ -83,3 +83,12 @@ def add_trading_days(code: str, day: dt.date | str, count: int) -> pd.Timestamp:
         )
     )
     return calendar.session_offset(base, count)
+
+# %% ../nbs/11_calendar.ipynb #24666d66
+def session_closes(code: str, days: pd.DatetimeIndex) -> pd.DatetimeIndex:
+    "The UTC instant each of `days` (sessions of calendar `code`) closes; before its rules, its most common close time."
+    closes = exchange_calendar(code).closes
+    usual = (closes.iloc[:250] - closes.index[:250].tz_localize("UTC")).mode().iloc[0]
+    days = pd.DatetimeIndex(days).tz_localize(None).normalize()
+    known = pd.DatetimeIndex(closes.reindex(days))
+    return known.where(~known.isna(), days.tz_localize("UTC") + usual).rename(None)

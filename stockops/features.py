@@ -8,9 +8,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .calendar import session_closes, trading_days
+
 # %% auto #0
 __all__ = ['RETURN_LAGS', 'VOLATILITY_WINDOWS', 'MA_WINDOWS', 'log_returns', 'rsi', 'ewma_volatility', 'make_features',
-           'make_targets', 'assert_no_lookahead']
+           'make_targets', 'known_at_close', 'assert_no_lookahead']
 
 # %% ../nbs/20_features.ipynb #9bd32928
 def log_returns(prices: pd.Series) -> pd.Series:
@@ -40,7 +42,8 @@ def make_features(
     bars: pd.DataFrame,  # one ticker's stored bars (stockops.prices schema), any order
     index_bars: pd.DataFrame | None = None,  # a market index's bars (e.g. ^GSPC), optional
 ) -> pd.DataFrame:
-    "Features per trading day, indexed by date; each row uses bars up to its date only."
+    """Features per trading day, indexed by date; each row uses bars up to its date only. `index_bars` are dated by the
+    day they are known at this ticker's close (`known_at_close`); volume features only where every bar has volume."""
     bars = bars.sort_values("date").drop_duplicates("date", keep="last")
     dates = pd.DatetimeIndex(bars["date"])
     close = pd.Series(bars["adj_close"].to_numpy(), index=dates)
@@ -52,8 +55,9 @@ def make_features(
     features["vol_ewma"] = ewma_volatility(returns)
     features |= {f"ma_ratio_{w}d": np.log(close / close.rolling(w, min_periods=w).mean()) for w in MA_WINDOWS}
     features["rsi_14"] = rsi(close, 14)
-    log_volume = np.log(volume.where(volume > 0))
-    features["volume_z_20d"] = (log_volume - log_volume.rolling(20).mean()) / log_volume.rolling(20).std()
+    if volume.notna().all():  # close-only data (or volume on some days only): no volume feature rather than no rows
+        log_volume = np.log(volume.where(volume > 0))
+        features["volume_z_20d"] = (log_volume - log_volume.rolling(20).mean()) / log_volume.rolling(20).std()
     features["day_of_week"] = pd.Series(dates.dayofweek, index=dates).astype("float64")
     if index_bars is not None and len(index_bars):
         market = index_bars.sort_values("date").drop_duplicates("date", keep="last")
@@ -75,6 +79,23 @@ def make_targets(
     bars = bars.sort_values("date").drop_duplicates("date", keep="last")
     close = pd.Series(np.log(bars["adj_close"].to_numpy()), index=pd.DatetimeIndex(bars["date"], name="date"))
     return pd.DataFrame({f"target_{h}d": close.shift(-h) - close for h in horizons})
+
+# %% ../nbs/20_features.ipynb #2a1e6f69
+def known_at_close(
+    index_bars: pd.DataFrame | None,  # a market index's bars, dated by its own sessions
+    index_calendar: str,  # the index's exchange calendar, e.g. XNYS
+    calendar: str,  # the ticker's, e.g. XTAI
+) -> pd.DataFrame | None:
+    "`index_bars` dated by the first session of `calendar` closing after each index session has closed."
+    if index_bars is None or index_bars.empty or index_calendar == calendar:
+        return index_bars
+    bars = index_bars.sort_values("date").drop_duplicates("date", keep="last")
+    index_closes = session_closes(index_calendar, pd.DatetimeIndex(bars["date"]))
+    own = trading_days(calendar, bars["date"].min(), bars["date"].max() + pd.Timedelta(days=14))
+    position = np.searchsorted(session_closes(calendar, own).asi8, index_closes.asi8, side="left")
+    known = position < len(own)  # an index close after the ticker's last session here is not known yet
+    dated = bars[known].assign(date=own[position[known]])
+    return dated.drop_duplicates("date", keep="last").reset_index(drop=True)
 
 # %% ../nbs/20_features.ipynb #a62af9c6
 def assert_no_lookahead(bars: pd.DataFrame, index_bars: pd.DataFrame | None, cutoff: str, seed: int = 0) -> None:

@@ -12,7 +12,7 @@ import pandas as pd
 
 from .calendar import add_trading_days, calendar_name
 from .config import BadInput, Settings, validate_ticker
-from .features import make_features
+from .features import known_at_close, make_features
 from .files import utc_now, write_parquet_atomic
 from .prices import PriceStore, require_prices
 from .tracking import live_champion, mlflow_client, model_name
@@ -103,6 +103,9 @@ def forecast(
     forecaster = model.unwrap_python_model().forecaster
     index = forecaster.metadata.get("index")
     index_bars = store.load(index, end=bars["date"].max()) if index and index in store.tickers() else None
+    index_bars = (
+        known_at_close(index_bars, calendar_name(index, settings), calendar_name(ticker, settings)) if index else None
+    )
     features = make_features(bars, index_bars).iloc[[-1]]
     result = forecast_rows(
         ticker, features, float(bars["close"].iloc[-1]), forecaster, version, calendar_name(ticker, settings)

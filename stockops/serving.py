@@ -18,7 +18,7 @@ import pandas as pd
 
 from .calendar import calendar_name
 from .config import BadInput, Settings, validate_ticker
-from .features import make_features
+from .features import known_at_close, make_features
 from .files import utc_now
 from .forecast import forecast_records, load_champion, prediction_log
 from .prices import PriceStore
@@ -98,6 +98,7 @@ def backtest_evidence(candidates: pd.DataFrame, families: dict[int, str], window
             "mase": float(chosen.get("recent_mase", np.nan)),
             "mase_all": float(chosen.get("mase", np.nan)),
             "coverage_90": float(chosen.get("recent_coverage_90", np.nan)),
+            "candidates": int((rows.index != "naive").sum()),  # other families evaluated at this horizon
         }
     return evidence
 
@@ -112,6 +113,9 @@ def _compare(error: float, naive: float) -> str:
 def backtest_verdict(model: str, horizon: int, evidence: dict) -> str:
     "One sentence on the backtest evidence of the served forecast at `horizon`."
     days = evidence["window_days"]
+    if evidence["family"] == "naive" and not evidence.get("candidates", 1):
+        return (f"At {horizon} day(s) the champion is the naive forecast (the random walk): no candidate was evaluated "
+                f"on the walk-forward backtest, so there is no evidence against it.")  # fmt: skip
     if evidence["family"] == "naive":
         return (f"At {horizon} day(s) the champion is the naive forecast (the random walk): no candidate beat it "
                 f"over the last {days} trading days of the walk-forward backtest.")  # fmt: skip
@@ -143,6 +147,7 @@ class TickerView:
     monitor_path: Path | None
     candidates: pd.DataFrame  # the champion run's walk-forward metrics of every family
     histories: Mapping[str, pd.DataFrame] = field(default_factory=dict)  # every stored ticker's bars
+    calendars: Mapping[str, str] = field(default_factory=dict)  # every stored ticker's exchange calendar
     window_days: int = 252  # the recent window the gate judged on
 
     @property
@@ -193,6 +198,10 @@ class TickerView:
             if index and index != self.ticker and index not in self.histories:
                 raise BadInput(f"{self.ticker}'s champion uses the market index {index}, which is not stored")
             market = self.histories.get(index) if index and index != self.ticker else None
+            if market is not None:  # as known at this ticker's close (another market's index: its previous session)
+                market = known_at_close(
+                    market, self.calendars.get(index, "XNYS"), self.calendars.get(self.ticker, "XNYS")
+                )
             self._cache["features", index] = make_features(self.history, market)  # no look-ahead: rows use their past
         return self._cache["features", index]
 
@@ -253,6 +262,7 @@ def load_snapshot(settings: Settings) -> Snapshot:
     store = PriceStore.from_settings(settings)
     promotions = promotion_log(settings)
     histories = {ticker: store.load(ticker) for ticker in store.tickers()}
+    calendars = {ticker: calendar_name(ticker, settings) for ticker in histories}
     views = {}
     for ticker, history in histories.items():
         if history.empty:
@@ -270,7 +280,7 @@ def load_snapshot(settings: Settings) -> Snapshot:
         monitor, monitor_path = _latest_monitor(settings, ticker)
         views[ticker] = TickerView(
             ticker, history, prediction_log(settings, ticker), champion, records, monitor, monitor_path, candidates,
-            histories, int(champion.get("recent_window_days") or 252) if champion else 252,
+            histories, calendars, int(champion.get("recent_window_days") or 252) if champion else 252,
         )  # fmt: skip
     return Snapshot(fingerprint, utc_now(), views, settings.monitor_window)
 

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from .calendar import calendar_name
 from .config import BadInput, Settings, validate_ticker
 from .evaluate import backtest, backtest_figure, modelling_table, recent, score_predictions
 from .experiment import Experiment
-from .features import make_features, make_targets
+from .features import known_at_close, make_features, make_targets
 from .intervals import conformal_quantile, interval_scale, online_intervals
 from .models import Forecaster, HorizonModel, make_model
 from .prices import PriceStore
@@ -72,7 +73,13 @@ def gate(
     "Should the candidate bundle replace the champion? Both are scored on the same recent window."
     score = bundle_score(recent_metrics, candidate)
     all_naive = all(family == "naive" for family in candidate.values())
-    plain = "nothing beat the random walk: naive is the champion" if all_naive else f"families {candidate}"
+    evaluated = bool((recent_metrics["family"] != "naive").any())
+    if not all_naive:
+        plain = f"families {candidate}"
+    elif evaluated:
+        plain = "nothing beat the random walk: naive is the champion"
+    else:  # say why in the training's notes; "beat" would claim a contest that did not happen
+        plain = "no candidate was evaluated: naive is the champion"
     if champion is None:
         return GateDecision(True, f"first model; {plain}", score, None)
     if {int(h): f for h, f in champion.items()} == candidate:
@@ -164,6 +171,9 @@ def _training_data(ticker: str, as_of, experiment: Experiment, settings: Setting
     index_bars = None
     if experiment.index and experiment.index != ticker and experiment.index in store.tickers():
         index_bars = store.load(experiment.index, start=experiment.start, end=as_of)
+        index_bars = known_at_close(
+            index_bars, calendar_name(experiment.index, settings), calendar_name(ticker, settings)
+        )
     needed = history_needed(experiment)
     if len(bars) < needed:
         last = bars["date"].max().date()
@@ -209,8 +219,9 @@ def gather_evidence(bars, index_bars, experiment: Experiment, progress=None) -> 
     ):  # too short for walk-forward folds: naive needs no training, so all its errors are out of sample
         features, targets = make_features(bars, index_bars), make_targets(bars, experiment.horizons)
         predictions, folds = backtest(features, targets, {}, {"min_train": 1, "step": 21}, progress)
-        notes.append(f"{len(bars)} days of history are too few for walk-forward evidence on the candidates "
-                     f"(the first fold needs {experiment.splits.get('min_train', 504)} complete rows): naive only")  # fmt: skip
+        complete = len(features.dropna(subset=[c for c in features if not c.startswith("index_")]))
+        notes.append(f"no candidate was evaluated: {complete} of {len(bars)} days have every feature, and the first "
+                     f"walk-forward fold needs {experiment.splits.get('min_train', 504)} of them: naive only")  # fmt: skip
     scored = {method: online_intervals(predictions, experiment.levels, method, experiment.calibration_window, experiment.min_calibration)
               for method in ("ewma", "static")}  # fmt: skip
     metrics = {method: score_predictions(table, experiment.levels) for method, table in scored.items()}

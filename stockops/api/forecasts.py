@@ -34,6 +34,7 @@ class BacktestEvidence(BaseModel):
     mase: float  # mae / naive_mae
     mase_all: float  # over the whole walk-forward backtest
     coverage_90: float  # out-of-sample 90% interval coverage over the window
+    candidates: int  # other families evaluated at this horizon (0: naive by default, not by evidence)
     verdict: str  # in plain words
 
 
