@@ -90,10 +90,8 @@ class NativeStack:
         "Stop `names` (default: every server, last started first)."
         for name in names or list(reversed(self.services)):
             service = self.services.pop(name, None)
-            if service is not None:
-                stop(
-                    service.process, signal.SIGINT if name == "postgres" else signal.SIGTERM
-                )  # postgres: fast shutdown
+            if service is not None:  # postgres: SIGINT, a fast shutdown (SIGTERM waits for its clients)
+                stop(service.process, signal.SIGINT if name == "postgres" else signal.SIGTERM)
 
     # -- servers ----------------------------------------------------------------------------------------------------
     def postgres(self) -> str:
