@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from stockops.stack import NativeStack
+from stockops.harness import NativeStack
 
 AS_OF = "2013-01-31"
 

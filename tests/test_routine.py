@@ -44,12 +44,12 @@ def test_scheduled_daily_runs_honour_the_source_setting(workspace, monkeypatch):
     monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     from prefect.testing.utilities import prefect_test_harness
 
-    from stockops.cli import _deployments
+    from stockops.cli_pipeline import deployments
     from stockops.pipeline import load_flow
 
     settings = load_settings()
     assert settings.source == "csv"
-    daily, _retrain = _deployments(settings)
+    daily, _retrain = deployments(settings)
     assert daily.parameters["overrides"]["source"] == "csv"
     with prefect_test_harness(server_startup_timeout=120):
         state = load_flow(settings, "daily")(as_of="2013-01-31", tickers="IBM", **daily.parameters, return_state=True)

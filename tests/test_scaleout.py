@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from stockops.stack import NativeStack
+from stockops.harness import NativeStack
 
 pytestmark = pytest.mark.scaleout
 
