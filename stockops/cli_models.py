@@ -47,10 +47,15 @@ def _report_training(console, result, plan) -> None:
     verdict = "promoted to champion" if result.decision.promote else "registered, not promoted"
     console.print(f"  {result.model} v{result.version}: {verdict}. {result.decision.reason}")
     if all(family == "naive" for family in result.families.values()):
-        console.print(
-            f"  The random walk wins for {result.ticker}: no candidate beat the naive forecast by "
-            f"{plan.margin:.0%} on the last {plan.recent_days} trading days and over the whole backtest."
-        )
+        if (result.metrics["family"] != "naive").any():
+            console.print(
+                f"  The random walk wins for {result.ticker}: no candidate beat the naive forecast by "
+                f"{plan.margin:.0%} on the last {plan.recent_days} trading days and over the whole backtest."
+            )
+        else:  # a contest that did not happen is not a win
+            console.print(
+                f"  No candidate was evaluated for {result.ticker}: naive is the champion by default, not by evidence."
+            )
     console.print(f"  champion: v{result.champion_after}  run: {result.run_id}  intervals: {result.interval_methods}\n")
 
 

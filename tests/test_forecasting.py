@@ -45,8 +45,9 @@ def test_train_registers_a_champion_per_ticker_and_says_when_the_random_walk_win
         assert str(champion.version) == "1"
         families = json.loads(champion.tags["families"])
         assert set(families) == {"1", "5", "20"}
-    assert "The random walk wins for FB" in trained.train_output
-    assert "too few for walk-forward evidence" in trained.train_output
+    assert "No candidate was evaluated for FB: naive is the champion by default, not by evidence." in trained.train_output
+    assert "The random walk wins for FB" not in trained.train_output  # no contest took place
+    assert "note: no candidate was evaluated: " in trained.train_output and "of 196 days have every feature" in trained.train_output
     for family in ["naive", "drift", "ridge", "hgb", "rf"]:  # every candidate and naive, side by side
         assert f"│ {family}" in trained.train_output.split("FB as of")[0]
     run = registry.get_run(registry.get_model_version_by_alias("stockops-ibm", "champion").run_id)
@@ -129,3 +130,25 @@ def test_forecast_without_a_champion_says_to_train(workspace):
     result = workspace.run("forecast", "--tickers", "MSFT")
     assert result.returncode == 2
     assert "no champion model for MSFT yet: run `stockops train --tickers MSFT` first" in result.stderr
+
+
+@pytest.mark.slow
+def test_close_only_history_trains_every_candidate(tmp_path):
+    "IBM's real adjusted closes as a wide file (no open, high, low or volume): ridge is evaluated beside naive."
+    import datetime as dt
+    import os
+
+    from conftest import Workspace, quick_workspace
+
+    from stockops.sources import SampleSource
+
+    quick_workspace(tmp_path)
+    workspace = Workspace(tmp_path, {k: v for k, v in os.environ.items() if not k.startswith("STOCKOPS_")})
+    bars = SampleSource().fetch(["IBM", "^GSPC"], end=dt.date(2013, 3, 1))
+    closes = pd.DataFrame({t: b.set_index("date")["adj_close"] for t, b in bars.items()})
+    closes.rename_axis("Date").to_csv(tmp_path / "closes.csv", date_format="%Y-%m-%d")
+    assert workspace.run("ingest", "--source", "csv", "--path", "closes.csv").returncode == 0
+    result = workspace.run("train", "--tickers", "IBM", timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "│ ridge" in result.stdout and "No candidate was evaluated" not in result.stdout
+    assert "days of history are too few" not in result.stdout
