@@ -45,9 +45,14 @@ def test_train_registers_a_champion_per_ticker_and_says_when_the_random_walk_win
         assert str(champion.version) == "1"
         families = json.loads(champion.tags["families"])
         assert set(families) == {"1", "5", "20"}
-    assert "No candidate was evaluated for FB: naive is the champion by default, not by evidence." in trained.train_output
+    assert (
+        "No candidate was evaluated for FB: naive is the champion by default, not by evidence." in trained.train_output
+    )
     assert "The random walk wins for FB" not in trained.train_output  # no contest took place
-    assert "note: no candidate was evaluated: " in trained.train_output and "of 196 days have every feature" in trained.train_output
+    assert (
+        "note: no candidate was evaluated: " in trained.train_output
+        and "of 196 days have every feature" in trained.train_output
+    )
     for family in ["naive", "drift", "ridge", "hgb", "rf"]:  # every candidate and naive, side by side
         assert f"│ {family}" in trained.train_output.split("FB as of")[0]
     run = registry.get_run(registry.get_model_version_by_alias("stockops-ibm", "champion").run_id)
