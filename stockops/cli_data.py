@@ -35,7 +35,10 @@ INGEST_COLUMNS = (
 def ingest(
     settings: Settings,
     source: Annotated[
-        str | None, typer.Option(help="sample (bundled, offline), yahoo (live) or csv (--path). Default: settings.")
+        str | None,
+        typer.Option(
+            help="sample (bundled OHLCV to 2013), sp500 (bundled closes to 2022), yahoo (live) or csv (--path). Default: settings."
+        ),
     ] = None,
     tickers: Annotated[
         str | None, typer.Option(help="comma-separated, e.g. AAPL,MSFT. Default: universe + indices; csv: the file's.")

@@ -120,7 +120,8 @@ def run(
     as_of: AsOf = None,
     tickers: Tickers = None,
     source: Annotated[
-        str | None, typer.Option(help="where ETL fetches from: sample, yahoo or csv (default: the source setting)")
+        str | None,
+        typer.Option(help="where ETL fetches from: sample, sp500, yahoo or csv (default: the source setting)"),
     ] = None,
     path: Annotated[str, typer.Option(help="the CSV file, for --source csv")] = "",
 ):

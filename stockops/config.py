@@ -152,7 +152,7 @@ def _tickers(text: str) -> tuple[str, ...]:
     return tuple(parse_tickers(text)) if text.strip() else ()
 
 
-SOURCES = ("sample", "yahoo", "csv")
+SOURCES = ("sp500", "sample", "yahoo", "csv")
 
 # %% ../nbs/00_config.ipynb #8cb2f6bf
 @dataclass(frozen=True)
@@ -171,7 +171,7 @@ KEYS: dict[str, Key] = {
     "reports_dir": Key("reports", Path, "executed notebooks and HTML reports", is_path=True),
     "universe": Key("AAPL, MSFT, IBM, GOOG, FB", _tickers, "tickers to forecast"),
     "indices": Key("^GSPC, ^IXIC", _tickers, "market indices ingested beside the universe"),
-    "source": Key("sample", _source, "default price source: sample, yahoo or csv"),
+    "source": Key("sample", _source, "default price source: sample, sp500, yahoo or csv"),
     "calendar": Key("XNYS", _calendar_name, "exchange calendar for tickers without a known suffix"),
     "calendars": Key(
         ".TW:XTAI, .TWO:XTAI, .L:XLON, .T:XTKS, .HK:XHKG, .TO:XTSE, .DE:XETR, .PA:XPAR",

@@ -13,11 +13,11 @@ from pathlib import Path
 import pandas as pd
 
 from .calendar import calendar_name
-from .config import BadInput, Settings, parse_date, parse_tickers
+from .config import SOURCES, BadInput, Settings, parse_date, parse_tickers
 from .files import append_jsonl, read_jsonl, utc_now, write_json_atomic
 from .health import HealthReport, check_bars
 from .prices import PriceStore
-from .sources import CsvSource, SampleSource, YahooSource
+from .sources import CsvSource, SampleSource, Sp500Source, YahooSource
 
 # %% auto #0
 __all__ = ['TickerIngest', 'IngestReport', 'make_source', 'read_ingest_log', 'ingest', 'store_status']
@@ -61,6 +61,8 @@ def make_source(name: str, settings: Settings, path: Path | str | None = None, d
     "The source called `name`; `path` is the file for `csv`, `download` a yfinance stand-in for tests."
     if name == "sample":
         return SampleSource()
+    if name == "sp500":
+        return Sp500Source()
     if name == "yahoo":
         return YahooSource.from_settings(settings, download=download)
     if name == "csv":
@@ -69,7 +71,7 @@ def make_source(name: str, settings: Settings, path: Path | str | None = None, d
         if not Path(path).is_file():
             raise BadInput(f"no such file: {path}")
         return CsvSource(path)
-    raise BadInput(f"unknown source {name!r}: use sample, yahoo or csv")
+    raise BadInput(f"unknown source {name!r}: use {', '.join(SOURCES)}")
 
 # %% ../nbs/13_ingest.ipynb #1ac5e4d2
 def read_ingest_log(settings: Settings) -> pd.DataFrame:
@@ -78,7 +80,7 @@ def read_ingest_log(settings: Settings) -> pd.DataFrame:
 
 # %% ../nbs/13_ingest.ipynb #57e6d3b0
 def ingest(
-    source: str | None = None,  # sample, yahoo or csv; default: settings.source
+    source: str | None = None,  # sp500, sample, yahoo or csv; default: settings.source
     tickers: str | Iterable[str] | None = None,  # default: universe + indices (csv: the file's tickers)
     path: Path | str | None = None,  # the file, for the csv source
     start: dt.date | str | None = None,  # first date; default: the day after the last stored one, or history_start

@@ -36,7 +36,7 @@ class SourceUnavailable(RuntimeError):
 def make_bars(
     frame: pd.DataFrame,  # columns date and close at least; open, high, low, adj_close, volume optional
     ticker: str,  # validated ticker symbol
-    source: str,  # where the bars came from: sample, yahoo, csv:<file name>
+    source: str,  # where the bars came from: sample, sp500, yahoo, csv:<file name>
     fetched_at: pd.Timestamp | None = None,  # when they were fetched (UTC); default now
 ) -> pd.DataFrame:
     "`frame` in the bar schema: typed columns, dates without time, sorted by date (duplicates kept)."

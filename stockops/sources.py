@@ -11,6 +11,7 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
@@ -20,8 +21,8 @@ from .files import utc_now
 from .prices import VALUE_COLUMNS, PriceDataError, SourceUnavailable, make_bars
 
 # %% auto #0
-__all__ = ['SAMPLE_STOCKS', 'SAMPLE_INDICES', 'YAHOO_FIELDS', 'COLUMN_ALIASES', 'MISSING', 'SampleSource', 'yahoo_frame_to_bars',
-           'YahooSource', 'read_price_csv', 'CsvSource']
+__all__ = ['SAMPLE_STOCKS', 'SAMPLE_INDICES', 'YAHOO_FIELDS', 'COLUMN_ALIASES', 'MISSING', 'SP500_STOCKS', 'SampleSource',
+           'yahoo_frame_to_bars', 'YahooSource', 'read_price_csv', 'CsvSource', 'Sp500Source']
 
 # %% ../nbs/10a_sources.ipynb #b0a681e9
 def _clip(bars: pd.DataFrame, start: dt.date | None, end: dt.date | None) -> pd.DataFrame:
@@ -364,3 +365,42 @@ class CsvSource:
         return {
             t: _clip(make_bars(frame, t, f"csv:{self.path.name}", fetched_at), start, end) for t, frame in found.items()
         }
+
+# %% ../nbs/10a_sources.ipynb #4ea34988
+SP500_STOCKS = ("AAPL", "AMD", "BAC", "BBY", "CVX", "GE", "HD", "JNJ", "JPM", "KO", "LLY", "MRK", "MSFT", "PEP", "PFE",
+                "PG", "RRC", "UNH", "WMT", "XOM")  # fmt: skip
+
+
+def _skfolio_file(name: str) -> Path:
+    "A data file of the installed skfolio, found without importing it (its import pulls in a solver)."
+    import importlib.util
+
+    spec = importlib.util.find_spec("skfolio")
+    if spec is None:
+        raise SourceUnavailable("the sp500 source reads the prices bundled in skfolio: pip install skfolio")
+    return Path(spec.submodule_search_locations[0]) / "datasets" / "data" / name
+
+
+@lru_cache(maxsize=1)
+def _sp500_closes() -> dict[str, pd.DataFrame]:
+    "Every ticker's parsed closes from skfolio's two files (read once per process)."
+    closes = read_price_csv(_skfolio_file("sp500_dataset.csv.gz"))
+    closes["^GSPC"] = read_price_csv(_skfolio_file("sp500_index.csv.gz"), "SP500")["SP500"]
+    return closes
+
+
+class Sp500Source:
+    "Daily adjusted closes of 20 S&P 500 stocks and the S&P 500, 1990-2022, bundled in skfolio (offline, close-only)."
+
+    name = "sp500"
+    tickers = SP500_STOCKS + ("^GSPC",)
+
+    def fetch(
+        self, tickers: Iterable[str], start: dt.date | None = None, end: dt.date | None = None
+    ) -> dict[str, pd.DataFrame]:
+        tickers = [validate_ticker(ticker) for ticker in tickers]
+        unknown = [ticker for ticker in tickers if ticker not in self.tickers]
+        if unknown:
+            raise BadInput(f"not in the bundled sp500 set: {', '.join(unknown)}; it has {', '.join(self.tickers)}")
+        closes, fetched_at = _sp500_closes(), utc_now()
+        return {t: _clip(make_bars(closes[t], t, self.name, fetched_at), start, end) for t in tickers}

@@ -67,6 +67,31 @@ def test_status_of_an_empty_store(workspace):
     assert "is empty" in result.stdout
 
 
+def test_the_two_bundled_sets_and_status_says_which_one_a_ticker_came_from(workspace):
+    "sp500 (skfolio: 20 stocks and the index to 2022, close-only) beside sample (OHLCV to 2013); AAPL is in both."
+    result = workspace.run("ingest", "--source", "sp500", "--tickers", "AAPL,JPM,^GSPC", "--start", "1990-01-01")
+    assert result.returncode == 0, result.stderr
+    assert workspace.run("ingest", "--source", "sample", "--tickers", "IBM").returncode == 0
+    status = {row["ticker"]: row for row in json.loads(workspace.run("status", "--json").stdout)}
+    assert {t: row["sources"] for t, row in status.items()} == {
+        "AAPL": "sp500",
+        "JPM": "sp500",
+        "^GSPC": "sp500",
+        "IBM": "sample",
+    }
+    assert (status["JPM"]["rows"], status["JPM"]["first_date"][:10], status["JPM"]["last_date"][:10]) == (
+        8313,
+        "1990-01-02",
+        "2022-12-28",
+    )
+    stored = pd.read_parquet(workspace.data / "prices" / "JPM.parquet")
+    assert (
+        stored[["open", "high", "low", "volume"]].isna().all().all() and (stored["close"] == stored["adj_close"]).all()
+    )
+    refused = workspace.run("ingest", "--source", "sp500", "--tickers", "IBM")
+    assert refused.returncode == 2 and "not in the bundled sp500 set: IBM" in refused.stderr
+
+
 def test_config_shows_origins(workspace):
     result = workspace.run("config", extra_env={"STOCKOPS_HORIZONS": "5,1"})
     assert result.returncode == 0, result.stderr
