@@ -132,6 +132,11 @@ def _name(text: str) -> str:
     return value
 
 
+def _optional_path(text: str) -> Path | None:
+    "A path, or None when empty."
+    return Path(text.strip()) if text.strip() else None
+
+
 def _location(text: str) -> str:
     "A folder, or an fsspec URL with a scheme stockops supports (s3, file, memory)."
     value = text.strip()
@@ -172,6 +177,12 @@ KEYS: dict[str, Key] = {
     "universe": Key("AAPL, MSFT, IBM, GOOG, FB", _tickers, "tickers to forecast"),
     "indices": Key("^GSPC, ^IXIC", _tickers, "market indices ingested beside the universe"),
     "source": Key("sample", _source, "default price source: sample, sp500, yahoo or csv"),
+    "csv_path": Key(
+        "",
+        _optional_path,
+        "the csv source's file, or a folder of them (a file without a ticker column: its name)",
+        is_path=True,
+    ),
     "calendar": Key("XNYS", _calendar_name, "exchange calendar for tickers without a known suffix"),
     "calendars": Key(
         ".TW:XTAI, .TWO:XTAI, .L:XLON, .T:XTKS, .HK:XHKG, .TO:XTSE, .DE:XETR, .PA:XPAR",
@@ -266,6 +277,7 @@ class Settings:
     s3_endpoint_url: str
     mlflow_artifact_location: str
     prefect_work_pool: str
+    csv_path: Path | None
     file: Path | None = None  # the settings.ini read, if any
     origins: dict[str, str] = field(default_factory=dict)
 
@@ -296,7 +308,7 @@ class Settings:
             return ", ".join(str(item) for item in value)
         if isinstance(value, dict):
             return ", ".join(f"{suffix}:{code}" for suffix, code in value.items())
-        return str(value)
+        return "" if value is None else str(value)
 
     def values(self) -> dict:
         "Every setting's value by key (without file and origins): two settings are the same workspace when these are equal."
@@ -343,7 +355,7 @@ class Settings:
                 value = KEYS[key].parse(str(text))
             except (ValueError, TypeError) as error:
                 raise SettingsError(f"{origin}: {key} = {text!r}: {error}") from None
-            values[key] = value.resolve() if KEYS[key].is_path else value
+            values[key] = value.resolve() if KEYS[key].is_path and value is not None else value
         changed = self.replace(**values)
         return Settings(
             **{key: getattr(changed, key) for key in KEYS},
@@ -423,7 +435,7 @@ def load_settings(
         except (ValueError, TypeError) as error:
             where = f"{path} [{SECTION}]" if path is not None and origin == path.name else origin
             raise SettingsError(f"{where}: {key} = {text!r}: {error}") from None
-        if spec.is_path and not value.is_absolute():
+        if spec.is_path and value is not None and not value.is_absolute():
             root = path.parent if path and origin == path.name else base.get(origin.split()[0], cwd)
             value = (root / value).resolve()
         values[key], origins[key] = value, origin

@@ -58,7 +58,7 @@ class IngestReport:
 
 # %% ../nbs/13_ingest.ipynb #65be25f0
 def make_source(name: str, settings: Settings, path: Path | str | None = None, download: Callable | None = None):
-    "The source called `name`; `path` is the file for `csv`, `download` a yfinance stand-in for tests."
+    "The source called `name`; `path` is the file or folder for `csv` (default: `csv_path`), `download` a yfinance stand-in for tests."
     if name == "sample":
         return SampleSource()
     if name == "sp500":
@@ -66,10 +66,11 @@ def make_source(name: str, settings: Settings, path: Path | str | None = None, d
     if name == "yahoo":
         return YahooSource.from_settings(settings, download=download)
     if name == "csv":
-        if path is None:
-            raise BadInput("the csv source needs a file: --path FILE")
-        if not Path(path).is_file():
-            raise BadInput(f"no such file: {path}")
+        path = path or settings.csv_path  # "" (a flow parameter) is none too
+        if not path:
+            raise BadInput("the csv source needs a file or folder: --path FILE, or the csv_path setting")
+        if not Path(path).exists():
+            raise BadInput(f"no such file or folder: {path}")
         return CsvSource(path)
     raise BadInput(f"unknown source {name!r}: use {', '.join(SOURCES)}")
 

@@ -39,7 +39,7 @@ class ReplayResult:
 
 def _step(symbols: list[str], day: pd.Timestamp, settings: Settings, experiment: Experiment, policy: str) -> list[dict]:
     "One replayed day: the daily routine as plain calls, its data cut at `day` (the replay report is the audit trail: no drift HTML)."
-    steps = PlainSteps(settings, experiment, source="sample", report=False)
+    steps = PlainSteps(settings, experiment, report=False)  # the source setting: sample, sp500, csv or yahoo
     return [row | {"policy": policy} for row in run_day(steps, settings, symbols, str(day.date()), policy).rows()]
 
 # %% ../nbs/62_replay.ipynb #12aec523

@@ -22,7 +22,7 @@ from .prices import VALUE_COLUMNS, PriceDataError, SourceUnavailable, make_bars
 
 # %% auto #0
 __all__ = ['SAMPLE_STOCKS', 'SAMPLE_INDICES', 'YAHOO_FIELDS', 'COLUMN_ALIASES', 'MISSING', 'SP500_STOCKS', 'SampleSource',
-           'yahoo_frame_to_bars', 'YahooSource', 'read_price_csv', 'CsvSource', 'Sp500Source']
+           'yahoo_frame_to_bars', 'YahooSource', 'read_price_csv', 'read_price_folder', 'CsvSource', 'Sp500Source']
 
 # %% ../nbs/10a_sources.ipynb #b0a681e9
 def _clip(bars: pd.DataFrame, start: dt.date | None, end: dt.date | None) -> pd.DataFrame:
@@ -303,6 +303,7 @@ def _pick(found: dict[str, pd.DataFrame], ticker: str | None, path: Path) -> dic
 def read_price_csv(
     path: Path | str,  # a CSV file of daily prices
     ticker: str | None = None,  # the ticker when the file has no ticker/symbol column
+    named: str | None = None,  # the ticker a file without one is named for (a folder's file name), when no `ticker`
 ) -> dict[str, pd.DataFrame]:
     "Raw columns of a user's price file, per ticker: `date` parsed, numbers parsed; rows that do not parse are kept as NaN/NaT for the health checks."
     path = Path(path)
@@ -323,7 +324,7 @@ def read_price_csv(
     if frame.empty:
         raise PriceDataError(f"{path.name} has a header but no rows")
     if "close" not in found and "adj_close" not in found:
-        wide = _wide(frame, found["date"], ticker)
+        wide = _wide(frame, found["date"], ticker or named)
         if not wide:
             raise PriceDataError(
                 f"{path.name} is not price data: no close or adjusted close column (columns: {columns})"
@@ -336,13 +337,38 @@ def read_price_csv(
         symbols = frame[found["ticker"]].str.strip().str.upper()
         groups = {validate_ticker(symbol): part for symbol, part in parsed.groupby(symbols, sort=False)}
         return _pick({symbol: part.reset_index(drop=True) for symbol, part in groups.items()}, ticker, path)
+    if ticker is None and named is not None:
+        return {validate_ticker(named): parsed}
     if ticker is None:
         raise BadInput(f"{path.name} has no ticker/symbol column: name its ticker (stockops ingest --tickers XYZ)")
     return {validate_ticker(ticker): parsed}
 
 
+def _file_ticker(path: Path) -> str:
+    "The ticker a file is named for: NVDA.csv, 2330.TW.csv.gz -> NVDA, 2330.TW."
+    name = path.name
+    for suffix in (".gz", ".csv"):
+        name = name.removesuffix(suffix)
+    return name.strip().upper()
+
+
+def read_price_folder(folder: Path) -> dict[str, pd.DataFrame]:
+    "Every CSV file in `folder` (`*.csv`, `*.csv.gz`), per ticker; a file without a ticker column is its name's ticker."
+    files = sorted([*folder.glob("*.csv"), *folder.glob("*.csv.gz")])
+    if not files:
+        raise BadInput(f"{folder} has no .csv or .csv.gz files")
+    found, origin = {}, {}
+    for file in files:
+        for ticker, frame in read_price_csv(file, named=_file_ticker(file)).items():
+            if ticker in found:
+                raise BadInput(f"{ticker} is in both {origin[ticker]} and {file.name}: keep one of them in {folder}")
+            frame.attrs["file"] = file.name  # the bars' source names the file they came from
+            found[ticker], origin[ticker] = frame, file.name
+    return found
+
+
 class CsvSource:
-    "A user's CSV file of daily prices."
+    "A user's CSV file of daily prices, or a folder of them."
 
     name = "csv"
 
@@ -353,7 +379,13 @@ class CsvSource:
         self, tickers: Iterable[str] | None = None, start: dt.date | None = None, end: dt.date | None = None
     ) -> dict[str, pd.DataFrame]:
         tickers = list(tickers or [])
-        if len(tickers) > 1:
+        if self.path.is_dir():
+            found = read_price_folder(self.path)
+            missing = [t for t in map(validate_ticker, tickers) if t not in found]
+            if missing:
+                raise BadInput(f"{self.path} has no file for {', '.join(missing)}; it has {', '.join(found)}")
+            found = {t: found[t] for t in map(validate_ticker, tickers)} if tickers else found
+        elif len(tickers) > 1:
             found = read_price_csv(self.path)
             missing = [t for t in map(validate_ticker, tickers) if t not in found]
             if missing:
@@ -363,7 +395,8 @@ class CsvSource:
             found = read_price_csv(self.path, tickers[0] if tickers else None)
         fetched_at = utc_now()
         return {
-            t: _clip(make_bars(frame, t, f"csv:{self.path.name}", fetched_at), start, end) for t, frame in found.items()
+            t: _clip(make_bars(frame, t, f"csv:{frame.attrs.get('file', self.path.name)}", fetched_at), start, end)
+            for t, frame in found.items()
         }
 
 # %% ../nbs/10a_sources.ipynb #4ea34988

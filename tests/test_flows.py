@@ -124,6 +124,39 @@ def test_replay_cli_writes_a_report(workspace):
     assert msft[0]["retrained"] and msft[-1]["champion_version"] is not None
 
 
+def test_replay_reads_the_source_the_settings_name_a_folder_of_csv_files(workspace):
+    "source = csv with csv_path naming a folder (one Yahoo-layout file per ticker): every replayed day ingests from it."
+    import datetime as dt
+
+    from stockops.sources import YAHOO_FIELDS, SampleSource
+
+    shelf = workspace.root / "my-prices"
+    shelf.mkdir()
+    for ticker, bars in SampleSource().fetch(["IBM", "^GSPC"], end=dt.date(2013, 3, 1)).items():
+        export = bars.rename(columns={v: k for k, v in YAHOO_FIELDS.items()})[list(YAHOO_FIELDS)]
+        export.assign(Date=bars["date"].dt.strftime("%Y-%m-%d")).to_csv(shelf / f"{ticker}.csv.gz", index=False)
+    settings = (
+        (workspace.root / "settings.ini").read_text().replace("source = sample", "source = csv\ncsv_path = my-prices")
+    )
+    settings = settings.replace("indices = ^GSPC, ^IXIC", "indices = ^GSPC")  # the folder has one index
+    (workspace.root / "settings.ini").write_text(settings)
+    (workspace.root / "experiments").mkdir()
+    (workspace.root / "experiments" / "baseline.toml").write_text(
+        'name = "quick"\n[splits]\nstep = 252\n[models.drift]\n'
+    )
+    result = workspace.run(
+        "replay", "--start", "2012-11-01", "--end", "2012-12-31", "--every", "20", "--tickers", "IBM", timeout=600
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads((workspace.reports / "replay" / "2012-11-01_2012-12-31_every20" / "replay.json").read_text())
+    ibm = [step for step in data["steps"] if step["policy"] == "auto"]
+    assert len(ibm) == 3 and ibm[0]["retrained"] and ibm[-1]["champion_version"] is not None
+    stored = pd.read_parquet(
+        workspace.data / "replay" / "2012-11-01_2012-12-31_every20" / "auto" / "prices" / "IBM.parquet"
+    )
+    assert set(stored["source"]) == {"csv:IBM.csv.gz"} and stored["date"].max() == pd.Timestamp("2012-12-31")
+
+
 def test_daily_flow_waits_for_a_new_listing_to_have_enough_history(space):
     "FB six weeks after its IPO: the flow completes; FB is neither trained nor forecast, and the reason says why."
     workspace, settings = space
