@@ -1,12 +1,17 @@
 """Benchmark: the full first training of the bundled universe (5 stocks, 3 horizons, baseline experiment).
 
-Prints the time per ticker per model family (walk-forward backtest fits and predictions), the time per ticker
-for the whole `train_ticker` (backtest, intervals, final fit, MLflow logging and registration), and the total,
-against the target of 3 minutes on 2 cores. Runs in a temporary workspace on the bundled data.
+Prints the time per ticker per model family (walk-forward backtest fits and predictions, timed in this process:
+STOCKOPS_FIT_WORKERS=1), the time per ticker for the whole `train_ticker` (backtest, intervals, final fit, MLflow
+logging and registration), and the total, against the target of 3 minutes on 2 cores. Then the same training with
+the expensive fits in worker processes (the default), quiet and beside one competing CPU-bound process, and the
+ratios, measured in this one run. Runs in temporary workspaces on the bundled data.
 
     .venv/bin/python bench/train.py
 """
 
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -21,7 +26,23 @@ from stockops.training import train_ticker
 TARGET_SECONDS = 180
 
 
+def first_training(pooled: bool) -> float:
+    "Seconds for the first training of the universe in a fresh workspace, fits pooled or in this process."
+    from stockops.evaluate import clear_fold_cache
+
+    clear_fold_cache()  # a fresh process's first training: nothing cached
+    os.environ["STOCKOPS_FIT_WORKERS"] = "" if pooled else "1"
+    folder = Path(tempfile.mkdtemp(prefix="stockops-bench-"))
+    settings = load_settings(env={}).replace(data_dir=folder / "data", reports_dir=folder / "reports")
+    ingest("sample", settings=settings)
+    started = time.perf_counter()
+    for ticker in settings.universe:
+        train_ticker(ticker, settings=settings, experiment=load_experiment(settings=settings))
+    return time.perf_counter() - started
+
+
 def main() -> None:
+    os.environ["STOCKOPS_FIT_WORKERS"] = "1"  # the per-family table times every fit here
     folder = Path(tempfile.mkdtemp(prefix="stockops-bench-"))
     settings = load_settings(env={}).replace(data_dir=folder / "data", reports_dir=folder / "reports")
     experiment = load_experiment(settings=settings)
@@ -75,6 +96,16 @@ def main() -> None:
         f"the rest: features, intervals, MLflow logging); target {TARGET_SECONDS}s: "
         f"{'met' if total <= TARGET_SECONDS else 'MISSED'} (ratio {total / TARGET_SECONDS:.2f})"
     )
+    quiet = first_training(pooled=True)
+    competitor = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # one CPU-bound neighbour
+    try:
+        busy_pooled = first_training(pooled=True)
+        busy_here = first_training(pooled=False)
+    finally:
+        competitor.kill()
+    print(f"fits in worker processes (one thread each): {quiet:.1f}s quiet ({quiet / total:.2f}x the in-process run), "
+          f"{busy_pooled:.1f}s beside a CPU-bound process ({busy_pooled / quiet:.2f}x quiet; target <= 2x); "
+          f"in-process beside it: {busy_here:.1f}s ({busy_here / total:.2f}x its quiet run)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -19,8 +20,8 @@ from .models import make_model
 from .splits import WalkForward
 
 # %% auto #0
-__all__ = ['INDEX_FEATURES', 'FOLD_CACHE_SIZE', 'FOLD_CACHE_STATS', 'modelling_table', 'clear_fold_cache', 'backtest',
-           'wilson_interval', 'score_predictions', 'recent', 'backtest_figure']
+__all__ = ['INDEX_FEATURES', 'POOLED_FAMILIES', 'FOLD_CACHE_SIZE', 'FOLD_CACHE_STATS', 'modelling_table', 'fit_workers',
+           'clear_fold_cache', 'backtest', 'wilson_interval', 'score_predictions', 'recent', 'backtest_figure']
 
 # %% ../nbs/32_evaluate.ipynb #c9d88113
 INDEX_FEATURES = ("index_ret_lag0", "index_ret_5d", "index_vol_20d")
@@ -41,6 +42,30 @@ def modelling_table(
         return features.iloc[:0], targets.iloc[:0]
     return features.loc[first:], targets.loc[first:]
 
+# %% ../nbs/32_evaluate.ipynb #009f395b
+POOLED_FAMILIES = ("hgb", "rf")  # fits worth sending to a worker process
+
+
+def fit_workers() -> int:
+    "Worker processes for the pooled fits: STOCKOPS_FIT_WORKERS, else the CPUs this process may use (1: fit here)."
+    text = os.environ.get("STOCKOPS_FIT_WORKERS", "").strip()
+    return max(1, int(text)) if text.isdigit() else len(os.sched_getaffinity(0))
+
+
+def _one_thread() -> None:
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)  # OpenMP and BLAS: one thread per worker, the processes are the parallelism
+
+
+def _pool():
+    """This process's fit pool, started on first use and reused: joblib's loky executor, whose workers are fresh
+    interpreters (not forks of a parent that may hold threads and locks) and, unlike multiprocessing's spawn, do not
+    re-run the calling script."""
+    from joblib.externals.loky import get_reusable_executor
+
+    return get_reusable_executor(max_workers=fit_workers(), initializer=_one_thread, timeout=600)
+
 # %% ../nbs/32_evaluate.ipynb #e81a5a25
 FOLD_CACHE_SIZE = 50_000  # folds x families kept per process (~1 KB each)
 _FOLD_CACHE: OrderedDict[bytes, np.ndarray] = OrderedDict()
@@ -60,21 +85,34 @@ def _fold_digest(X: np.ndarray, y: np.ndarray, fold) -> hashlib.blake2b:
     return digest
 
 
-def _fold_predictions(family: str, params: dict, X: np.ndarray, y: np.ndarray, fold, digest) -> np.ndarray:
+def _fold_key(family: str, params: dict, digest) -> bytes:
     key = digest.copy()
     key.update(json.dumps([family, params], sort_keys=True, default=str).encode())
-    key = key.digest()
+    return key.digest()
+
+
+def _cached(key: bytes) -> np.ndarray | None:
     if key in _FOLD_CACHE:
         FOLD_CACHE_STATS["hits"] += 1
         _FOLD_CACHE.move_to_end(key)
         return _FOLD_CACHE[key]
     FOLD_CACHE_STATS["misses"] += 1
-    predicted = make_model(family, **params).fit(X[fold.train], y[fold.train]).predict(X[fold.test])
+    return None
+
+
+def _keep(key: bytes, predicted: np.ndarray) -> np.ndarray:
     predicted.flags.writeable = False  # shared by every backtest that hits it: nobody may change it in place
     _FOLD_CACHE[key] = predicted
     while len(_FOLD_CACHE) > FOLD_CACHE_SIZE:
         _FOLD_CACHE.popitem(last=False)
     return predicted
+
+
+def _fit_folds(
+    family: str, params: dict, X: np.ndarray, y: np.ndarray, folds: list[tuple[int, int, int, int]]
+) -> list[np.ndarray]:
+    "Fit and predict `family` on each fold, given as (train start, train end, test start, test end) positions."
+    return [make_model(family, **params).fit(X[a:b], y[a:b]).predict(X[c:d]) for a, b, c, d in folds]
 
 
 def backtest(
@@ -88,23 +126,44 @@ def backtest(
     models = {"naive": {}} | dict(models)
     X = features.to_numpy(dtype="float64")
     sigma = features["vol_ewma"].to_numpy()
-    rows, folds_table = [], []
-    for column in targets.columns:
+    plan, folds_table, predicted, pooled = [], [], {}, {}
+    for column in targets.columns:  # every fold of every horizon and family: from the cache, here, or in the pool
         horizon = int(column.removeprefix("target_").removesuffix("d"))
         y = targets[column].to_numpy()
         usable = int(np.flatnonzero(~np.isnan(y))[-1]) + 1 if (~np.isnan(y)).any() else 0
-        splitter = WalkForward(horizon=horizon, **(splits or {}))
-        for fold in splitter.split(usable):
+        for fold in WalkForward(horizon=horizon, **(splits or {})).split(usable):
             folds_table.append({"horizon": horizon, **fold.dates(features.index)})
             digest = _fold_digest(X, y, fold)
             for family, params in models.items():
-                rows.append(pd.DataFrame({
-                    "family": family, "horizon": horizon, "fold": fold.number, "date": features.index[fold.test],
-                    "pos": fold.test, "y_true": y[fold.test],
-                    "y_pred": _fold_predictions(family, params, X, y, fold, digest),
-                    "sigma_daily": sigma[fold.test]}))  # fmt: skip
+                key = _fold_key(family, params, digest)
+                plan.append((family, horizon, fold, y, key))
+                if key in predicted:
+                    continue
+                if (found := _cached(key)) is not None:
+                    predicted[key] = found
+                    continue
+                if family in POOLED_FAMILIES and fit_workers() > 1:
+                    span = (int(fold.train[0]), int(fold.train[-1]) + 1, int(fold.test[0]), int(fold.test[-1]) + 1)
+                    pooled.setdefault((family, json.dumps(params, sort_keys=True, default=str), horizon), []).append(
+                        (span, key)
+                    )
+                else:
+                    fitted = make_model(family, **params).fit(X[fold.train], y[fold.train])
+                    predicted[key] = _keep(key, fitted.predict(X[fold.test]))
             if progress:
                 progress(f"h={horizon} fold {fold.number}")
+    if pooled:
+        targets_by_horizon = {
+            int(c.removeprefix("target_").removesuffix("d")): targets[c].to_numpy() for c in targets.columns
+        }
+        jobs = {_pool().submit(_fit_folds, family, json.loads(params), X, targets_by_horizon[horizon], [s for s, _ in batch]): batch
+                for (family, params, horizon), batch in pooled.items()}  # fmt: skip
+        for job, batch in jobs.items():
+            for (_, key), values in zip(batch, job.result(), strict=True):
+                predicted[key] = _keep(key, values)
+    rows = [pd.DataFrame({"family": family, "horizon": horizon, "fold": fold.number, "date": features.index[fold.test],
+                          "pos": fold.test, "y_true": y[fold.test], "y_pred": predicted[key], "sigma_daily": sigma[fold.test]})
+            for family, horizon, fold, y, key in plan]  # fmt: skip
     columns = ["family", "horizon", "fold", "date", "pos", "y_true", "y_pred", "sigma_daily"]
     predictions = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=columns)
     return predictions, pd.DataFrame(folds_table)

@@ -72,7 +72,7 @@ def _rf(**params) -> BaseEstimator:
         "max_depth": 5,
         "min_samples_leaf": 50,
         "max_features": 0.5,
-        "n_jobs": 2,
+        "n_jobs": 1,  # parallelism is the backtest's worker processes (stockops.evaluate), not threads
         "random_state": 0,
     }
     return make_pipeline(SimpleImputer(strategy="median"), RandomForestRegressor(**(defaults | params)))

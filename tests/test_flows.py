@@ -135,9 +135,8 @@ def test_replay_reads_the_source_the_settings_name_a_folder_of_csv_files(workspa
     for ticker, bars in SampleSource().fetch(["IBM", "^GSPC"], end=dt.date(2013, 3, 1)).items():
         export = bars.rename(columns={v: k for k, v in YAHOO_FIELDS.items()})[list(YAHOO_FIELDS)]
         export.assign(Date=bars["date"].dt.strftime("%Y-%m-%d")).to_csv(shelf / f"{ticker}.csv.gz", index=False)
-    settings = (
-        (workspace.root / "settings.ini").read_text().replace("source = sample", "source = csv\ncsv_path = my-prices")
-    )
+    settings = (workspace.root / "settings.ini").read_text().replace("source = sample", "source = csv")
+    settings = settings.replace("csv_path =\n", "csv_path = my-prices\n")
     settings = settings.replace("indices = ^GSPC, ^IXIC", "indices = ^GSPC")  # the folder has one index
     (workspace.root / "settings.ini").write_text(settings)
     (workspace.root / "experiments").mkdir()
