@@ -472,6 +472,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'stockops.sources._sp500_closes': ('sources.html#_sp500_closes', 'stockops/sources.py'),
                                   'stockops.sources._wide': ('sources.html#_wide', 'stockops/sources.py'),
                                   'stockops.sources._yahoo_log': ('sources.html#_yahoo_log', 'stockops/sources.py'),
+                                  'stockops.sources.bundled': ('sources.html#bundled', 'stockops/sources.py'),
                                   'stockops.sources.read_price_csv': ('sources.html#read_price_csv', 'stockops/sources.py'),
                                   'stockops.sources.read_price_folder': ('sources.html#read_price_folder', 'stockops/sources.py'),
                                   'stockops.sources.yahoo_frame_to_bars': ('sources.html#yahoo_frame_to_bars', 'stockops/sources.py')},

@@ -21,8 +21,9 @@ from .files import utc_now
 from .prices import VALUE_COLUMNS, PriceDataError, SourceUnavailable, make_bars
 
 # %% auto #0
-__all__ = ['SAMPLE_STOCKS', 'SAMPLE_INDICES', 'YAHOO_FIELDS', 'COLUMN_ALIASES', 'MISSING', 'SP500_STOCKS', 'SampleSource',
-           'yahoo_frame_to_bars', 'YahooSource', 'read_price_csv', 'read_price_folder', 'CsvSource', 'Sp500Source']
+__all__ = ['SAMPLE_STOCKS', 'SAMPLE_INDICES', 'YAHOO_FIELDS', 'COLUMN_ALIASES', 'MISSING', 'SP500_STOCKS', 'bundled',
+           'SampleSource', 'yahoo_frame_to_bars', 'YahooSource', 'read_price_csv', 'read_price_folder', 'CsvSource',
+           'Sp500Source']
 
 # %% ../nbs/10a_sources.ipynb #b0a681e9
 def _clip(bars: pd.DataFrame, start: dt.date | None, end: dt.date | None) -> pd.DataFrame:
@@ -38,6 +39,15 @@ SAMPLE_STOCKS = ("AAPL", "MSFT", "IBM", "GOOG", "FB")
 SAMPLE_INDICES = {"^GSPC": "sp500", "^IXIC": "nasdaq"}
 YAHOO_FIELDS = {"Date": "date", "Open": "open", "High": "high", "Low": "low", "Close": "close",
                 "Adj Close": "adj_close", "Volume": "volume"}  # fmt: skip
+
+
+def bundled(tickers: Iterable[str], known: tuple[str, ...], dataset: str) -> list[str]:
+    "`tickers`, validated, each of them in a bundled `dataset`'s `known` tickers."
+    tickers = [validate_ticker(ticker) for ticker in tickers]
+    unknown = [ticker for ticker in tickers if ticker not in known]
+    if unknown:
+        raise BadInput(f"not in {dataset}: {', '.join(unknown)}; it has {', '.join(known)}")
+    return tickers
 
 
 def _load_sample(ticker: str) -> pd.DataFrame:
@@ -60,11 +70,7 @@ class SampleSource:
     def fetch(
         self, tickers: Iterable[str], start: dt.date | None = None, end: dt.date | None = None
     ) -> dict[str, pd.DataFrame]:
-        tickers = [validate_ticker(ticker) for ticker in tickers]
-        unknown = [ticker for ticker in tickers if ticker not in self.tickers]
-        if unknown:
-            raise BadInput(f"not in the bundled sample: {', '.join(unknown)}; it has {', '.join(self.tickers)}")
-        fetched_at = utc_now()
+        tickers, fetched_at = bundled(tickers, self.tickers, "the bundled sample"), utc_now()
         return {
             ticker: _clip(make_bars(_load_sample(ticker), ticker, self.name, fetched_at), start, end)
             for ticker in tickers
@@ -431,9 +437,6 @@ class Sp500Source:
     def fetch(
         self, tickers: Iterable[str], start: dt.date | None = None, end: dt.date | None = None
     ) -> dict[str, pd.DataFrame]:
-        tickers = [validate_ticker(ticker) for ticker in tickers]
-        unknown = [ticker for ticker in tickers if ticker not in self.tickers]
-        if unknown:
-            raise BadInput(f"not in the bundled sp500 set: {', '.join(unknown)}; it has {', '.join(self.tickers)}")
+        tickers = bundled(tickers, self.tickers, "the bundled sp500 set")
         closes, fetched_at = _sp500_closes(), utc_now()
         return {t: _clip(make_bars(closes[t], t, self.name, fetched_at), start, end) for t in tickers}
