@@ -193,6 +193,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                    'stockops.evaluate._keep': ('evaluate.html#_keep', 'stockops/evaluate.py'),
                                    'stockops.evaluate._one_thread': ('evaluate.html#_one_thread', 'stockops/evaluate.py'),
                                    'stockops.evaluate._pool': ('evaluate.html#_pool', 'stockops/evaluate.py'),
+                                   'stockops.evaluate._stop_pools': ('evaluate.html#_stop_pools', 'stockops/evaluate.py'),
                                    'stockops.evaluate.backtest': ('evaluate.html#backtest', 'stockops/evaluate.py'),
                                    'stockops.evaluate.backtest_figure': ('evaluate.html#backtest_figure', 'stockops/evaluate.py'),
                                    'stockops.evaluate.clear_fold_cache': ('evaluate.html#clear_fold_cache', 'stockops/evaluate.py'),

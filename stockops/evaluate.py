@@ -5,6 +5,7 @@
 # %% ../nbs/32_evaluate.ipynb #b7a8f4dc
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -58,13 +59,28 @@ def _one_thread() -> None:
     threadpool_limits(1)  # OpenMP and BLAS: one thread per worker, the processes are the parallelism
 
 
+_POOLS: list = []  # every fit pool this process started
+
+
+def _stop_pools() -> None:
+    "At exit, stop the pools' workers rather than wait for them to idle out (nbdev-test waited 10 minutes)."
+    for pool in _POOLS:
+        pool.shutdown(wait=False, kill_workers=True)
+
+
+atexit.register(_stop_pools)
+
+
 def _pool():
     """This process's fit pool, started on first use and reused: joblib's loky executor, whose workers are fresh
     interpreters (not forks of a parent that may hold threads and locks) and, unlike multiprocessing's spawn, do not
-    re-run the calling script."""
+    re-run the calling script. Idle workers leave after a minute."""
     from joblib.externals.loky import get_reusable_executor
 
-    return get_reusable_executor(max_workers=fit_workers(), initializer=_one_thread, timeout=600)
+    pool = get_reusable_executor(max_workers=fit_workers(), initializer=_one_thread, timeout=60)
+    if all(known is not pool for known in _POOLS):
+        _POOLS.append(pool)
+    return pool
 
 # %% ../nbs/32_evaluate.ipynb #e81a5a25
 FOLD_CACHE_SIZE = 50_000  # folds x families kept per process (~1 KB each)
