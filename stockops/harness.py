@@ -201,9 +201,10 @@ class NativeStack:
         return names
 
     def worker_runs(self, name: str) -> set[str]:
-        "Ids of the flow runs worker `name` submitted, from its log."
+        "Ids of the flow runs worker `name` ran, from its log: submitted, less those another worker had taken first."
         text = self.services[name].log.read_text(errors="replace")
-        return set(re.findall(rf"Worker '{re.escape(name)}' submitting flow run '([0-9a-f-]+)'", text))
+        submitted = set(re.findall(rf"Worker '{re.escape(name)}' submitting flow run '([0-9a-f-]+)'", text))
+        return submitted - set(re.findall(r"Aborted submission of flow run '([0-9a-f-]+)'", text))
 
     def apis(self, count: int = 2) -> list[int]:
         "`count` API processes (`stockops serve`), each on its own port."
