@@ -213,6 +213,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                      'stockops.experiment.load_experiment': ('experiment.html#load_experiment', 'stockops/experiment.py')},
             'stockops.features': { 'stockops.features.assert_no_lookahead': ('features.html#assert_no_lookahead', 'stockops/features.py'),
                                    'stockops.features.ewma_volatility': ('features.html#ewma_volatility', 'stockops/features.py'),
+                                   'stockops.features.index_as_known': ('features.html#index_as_known', 'stockops/features.py'),
                                    'stockops.features.known_at_close': ('features.html#known_at_close', 'stockops/features.py'),
                                    'stockops.features.log_returns': ('features.html#log_returns', 'stockops/features.py'),
                                    'stockops.features.make_features': ('features.html#make_features', 'stockops/features.py'),

@@ -46,11 +46,8 @@ def exchange_calendar(code: str):
 # %% ../nbs/11_calendar.ipynb #4ef87f7f
 def coverage_start(code: str) -> pd.Timestamp:
     "The first day calendar `code` has rules for (CALENDAR_START at the earliest); before it, `trading_days` counts weekdays."
-    bound = type(exchange_calendar(code)).bound_min()
-    return max(
-        pd.Timestamp(CALENDAR_START),
-        pd.Timestamp(bound).tz_localize(None) if bound is not None else pd.Timestamp(CALENDAR_START),
-    )
+    start, bound = pd.Timestamp(CALENDAR_START), type(exchange_calendar(code)).bound_min()
+    return start if bound is None else max(start, pd.Timestamp(bound).tz_localize(None))
 
 
 def trading_days(code: str, start: dt.date | str, end: dt.date | str) -> pd.DatetimeIndex:

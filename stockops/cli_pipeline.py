@@ -22,11 +22,11 @@ from stockops.cli import (
     tickers_or_universe,
 )
 from .config import BadInput, Settings, child_environment, parse_date, set_process_environment
-from .processes import answers, start, stop, wait_for
+from .processes import BLAS_THREADS, answers, start, stop, wait_for
 
 # %% auto #0
-__all__ = ['BLAS_THREADS', 'prefect_environment', 'train_flow', 'run_daily', 'run', 'drift', 'replay', 'prefect_server',
-           'deployments', 'schedule', 'worker']
+__all__ = ['prefect_environment', 'train_flow', 'run_daily', 'run', 'drift', 'replay', 'prefect_server', 'deployments',
+           'schedule', 'worker']
 
 # %% ../nbs/80c_cli_pipeline.ipynb #937e7c74
 def prefect_environment(settings: Settings) -> None:
@@ -241,9 +241,6 @@ def schedule(
         serve(*deployments(settings))
 
 # %% ../nbs/80c_cli_pipeline.ipynb #517075be
-BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
-
 @command
 def worker(
     settings: Settings,

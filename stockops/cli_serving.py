@@ -11,7 +11,7 @@ import typer
 
 from .cli import command
 from .config import BadInput, Settings, child_environment, is_loopback, set_process_environment
-from .processes import start, stop, wait_for
+from .processes import BLAS_THREADS, start, stop, wait_for
 
 # %% auto #0
 __all__ = ['serve', 'voila_command', 'dashboard', 'up']
@@ -38,8 +38,7 @@ def serve(
     set_process_environment({"STOCKOPS_API_HOST": host})  # uvicorn's workers read it: the factory checks it again
     if workers > 1:
         set_process_environment({"PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="stockops-metrics-")})
-        threads = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-        set_process_environment(dict.fromkeys(threads, "1"), replace=False)
+        set_process_environment(dict.fromkeys(BLAS_THREADS, "1"), replace=False)
     import uvicorn
 
     print(f"stockops API on http://{host}:{port} (docs: /docs, metrics: /metrics), {workers} worker(s)", flush=True)

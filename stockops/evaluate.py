@@ -142,10 +142,11 @@ def backtest(
     models = {"naive": {}} | dict(models)
     X = features.to_numpy(dtype="float64")
     sigma = features["vol_ewma"].to_numpy()
-    plan, folds_table, predicted, pooled = [], [], {}, {}
+    plan, folds_table, predicted, pooled, ys = [], [], {}, {}, {}
+    pool = fit_workers() > 1
     for column in targets.columns:  # every fold of every horizon and family: from the cache, here, or in the pool
         horizon = int(column.removeprefix("target_").removesuffix("d"))
-        y = targets[column].to_numpy()
+        y = ys[horizon] = targets[column].to_numpy()
         usable = int(np.flatnonzero(~np.isnan(y))[-1]) + 1 if (~np.isnan(y)).any() else 0
         for fold in WalkForward(horizon=horizon, **(splits or {})).split(usable):
             folds_table.append({"horizon": horizon, **fold.dates(features.index)})
@@ -158,22 +159,17 @@ def backtest(
                 if (found := _cached(key)) is not None:
                     predicted[key] = found
                     continue
-                if family in POOLED_FAMILIES and fit_workers() > 1:
+                if pool and family in POOLED_FAMILIES:
                     span = (int(fold.train[0]), int(fold.train[-1]) + 1, int(fold.test[0]), int(fold.test[-1]) + 1)
-                    pooled.setdefault((family, json.dumps(params, sort_keys=True, default=str), horizon), []).append(
-                        (span, key)
-                    )
+                    pooled.setdefault((family, horizon), []).append((span, key))
                 else:
                     fitted = make_model(family, **params).fit(X[fold.train], y[fold.train])
                     predicted[key] = _keep(key, fitted.predict(X[fold.test]))
             if progress:
                 progress(f"h={horizon} fold {fold.number}")
-    if pooled:
-        targets_by_horizon = {
-            int(c.removeprefix("target_").removesuffix("d")): targets[c].to_numpy() for c in targets.columns
-        }
-        jobs = {_pool().submit(_fit_folds, family, json.loads(params), X, targets_by_horizon[horizon], [s for s, _ in batch]): batch
-                for (family, params, horizon), batch in pooled.items()}  # fmt: skip
+    if pooled:  # one job per family and horizon: its folds' spans, with X and y sent once
+        jobs = {_pool().submit(_fit_folds, family, models[family], X, ys[horizon], [s for s, _ in batch]): batch
+                for (family, horizon), batch in pooled.items()}  # fmt: skip
         for job, batch in jobs.items():
             for (_, key), values in zip(batch, job.result(), strict=True):
                 predicted[key] = _keep(key, values)

@@ -8,11 +8,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .calendar import session_closes, trading_days
+from .calendar import calendar_name, session_closes, trading_days
 
 # %% auto #0
 __all__ = ['RETURN_LAGS', 'VOLATILITY_WINDOWS', 'MA_WINDOWS', 'log_returns', 'rsi', 'ewma_volatility', 'make_features',
-           'make_targets', 'known_at_close', 'assert_no_lookahead']
+           'make_targets', 'known_at_close', 'index_as_known', 'assert_no_lookahead']
 
 # %% ../nbs/20_features.ipynb #9bd32928
 def log_returns(prices: pd.Series) -> pd.Series:
@@ -96,6 +96,23 @@ def known_at_close(
     known = position < len(own)  # an index close after the ticker's last session here is not known yet
     dated = bars[known].assign(date=own[position[known]])
     return dated.drop_duplicates("date", keep="last").reset_index(drop=True)
+
+
+def index_as_known(
+    ticker: str,  # the ticker whose features it is for
+    index: str | None,  # the market index (an experiment's or a model's metadata); None or "": none
+    settings,  # stockops.config.Settings
+    start=None,  # first and last date to load
+    end=None,
+) -> pd.DataFrame | None:
+    "The stored bars of `index`, dated as known at `ticker`'s close; None without an index, for the index itself, or when it is not stored."
+    from stockops.prices import PriceStore
+
+    store = PriceStore.from_settings(settings)
+    if not index or index == ticker or index not in store.tickers():
+        return None
+    bars = store.load(index, start=start, end=end)
+    return known_at_close(bars, calendar_name(index, settings), calendar_name(ticker, settings))
 
 # %% ../nbs/20_features.ipynb #a62af9c6
 def assert_no_lookahead(bars: pd.DataFrame, index_bars: pd.DataFrame | None, cutoff: str, seed: int = 0) -> None:

@@ -12,9 +12,9 @@ import pandas as pd
 
 from .calendar import add_trading_days, calendar_name
 from .config import BadInput, Settings, validate_ticker
-from .features import known_at_close, make_features
+from .features import index_as_known, make_features
 from .files import utc_now, write_parquet_atomic
-from .prices import PriceStore, require_prices
+from .prices import require_prices
 from .tracking import live_champion, mlflow_client, model_name
 
 # %% auto #0
@@ -97,15 +97,10 @@ def forecast(
 
     settings = settings or load_settings()
     ticker = validate_ticker(ticker)
-    store = PriceStore.from_settings(settings)
     bars = require_prices(ticker, settings, end=as_of)
     model, version = load_champion(ticker, settings)
     forecaster = model.unwrap_python_model().forecaster
-    index = forecaster.metadata.get("index")
-    index_bars = store.load(index, end=bars["date"].max()) if index and index in store.tickers() else None
-    index_bars = (
-        known_at_close(index_bars, calendar_name(index, settings), calendar_name(ticker, settings)) if index else None
-    )
+    index_bars = index_as_known(ticker, forecaster.metadata.get("index"), settings, end=bars["date"].max())
     features = make_features(bars, index_bars).iloc[[-1]]
     result = forecast_rows(
         ticker, features, float(bars["close"].iloc[-1]), forecaster, version, calendar_name(ticker, settings)

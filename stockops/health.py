@@ -145,10 +145,10 @@ def check_bars(
         expected = expected[expected > after] if previous is not None and len(previous) else expected
         missing = list(expected.difference(good["date"]))
         warnings = _jump_warnings(good, previous)
-        early = int((good["date"] < coverage_start(calendar_code)).sum())
-        if early:
+        covered = coverage_start(calendar_code)
+        if early := int((good["date"] < covered).sum()):
             warnings.append(
-                f"{early} row(s) before calendar coverage ({calendar_code} rules from "
-                f"{coverage_start(calendar_code).date()}): checked against weekdays only, kept"
+                f"{early} row(s) before calendar coverage ({calendar_code} rules from {covered.date()}): "
+                "checked against weekdays only, kept"
             )
     return HealthReport(ticker, calendar_code, len(bars), good, rejected, missing, warnings)

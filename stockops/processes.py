@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['free_port', 'answers', 'start', 'wait_for', 'stop']
+__all__ = ['BLAS_THREADS', 'free_port', 'answers', 'start', 'wait_for', 'stop']
 
 # %% ../nbs/07_processes.ipynb #9bad21cd
 def free_port() -> int:
@@ -83,3 +83,6 @@ def stop(
         process.wait()
     except ProcessLookupError:
         pass
+
+# %% ../nbs/07_processes.ipynb #1291e9fb
+BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")

@@ -199,9 +199,7 @@ class TickerView:
                 raise BadInput(f"{self.ticker}'s champion uses the market index {index}, which is not stored")
             market = self.histories.get(index) if index and index != self.ticker else None
             if market is not None:  # as known at this ticker's close (another market's index: its previous session)
-                market = known_at_close(
-                    market, self.calendars.get(index, "XNYS"), self.calendars.get(self.ticker, "XNYS")
-                )
+                market = known_at_close(market, self.calendars[index], self.calendars[self.ticker])
             self._cache["features", index] = make_features(self.history, market)  # no look-ahead: rows use their past
         return self._cache["features", index]
 

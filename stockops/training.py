@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .calendar import calendar_name
 from .config import BadInput, Settings, validate_ticker
-from .evaluate import backtest, backtest_figure, modelling_table, recent, score_predictions
+from .evaluate import INDEX_FEATURES, backtest, backtest_figure, modelling_table, recent, score_predictions
 from .experiment import Experiment
-from .features import known_at_close, make_features, make_targets
+from .features import index_as_known, make_features, make_targets
 from .intervals import conformal_quantile, interval_scale, online_intervals
 from .models import Forecaster, HorizonModel, make_model
 from .prices import PriceStore
@@ -168,12 +167,7 @@ def _training_data(ticker: str, as_of, experiment: Experiment, settings: Setting
         raise BadInput(
             f"no stored prices for {ticker} up to {as_of.date()}: run `stockops ingest --tickers {ticker}` first"
         )
-    index_bars = None
-    if experiment.index and experiment.index != ticker and experiment.index in store.tickers():
-        index_bars = store.load(experiment.index, start=experiment.start, end=as_of)
-        index_bars = known_at_close(
-            index_bars, calendar_name(experiment.index, settings), calendar_name(ticker, settings)
-        )
+    index_bars = index_as_known(ticker, experiment.index, settings, start=experiment.start, end=as_of)
     needed = history_needed(experiment)
     if len(bars) < needed:
         last = bars["date"].max().date()
@@ -219,7 +213,7 @@ def gather_evidence(bars, index_bars, experiment: Experiment, progress=None) -> 
     ):  # too short for walk-forward folds: naive needs no training, so all its errors are out of sample
         features, targets = make_features(bars, index_bars), make_targets(bars, experiment.horizons)
         predictions, folds = backtest(features, targets, {}, {"min_train": 1, "step": 21}, progress)
-        complete = len(features.dropna(subset=[c for c in features if not c.startswith("index_")]))
+        complete = len(features.dropna(subset=[c for c in features if c not in INDEX_FEATURES]))
         notes.append(f"no candidate was evaluated: {complete} of {len(bars)} days have every feature, and the first "
                      f"walk-forward fold needs {experiment.splits.get('min_train', 504)} of them: naive only")  # fmt: skip
     scored = {method: online_intervals(predictions, experiment.levels, method, experiment.calibration_window, experiment.min_calibration)
