@@ -1,7 +1,7 @@
 """Benchmark: the full first training of the bundled universe (5 stocks, 3 horizons, baseline experiment).
 
 Prints the time per ticker per model family (walk-forward backtest fits and predictions, timed in this process:
-STOCKOPS_FIT_WORKERS=1), the time per ticker for the whole `train_ticker` (backtest, intervals, final fit, MLflow
+the fit_workers setting 1), the time per ticker for the whole `train_ticker` (backtest, intervals, final fit, MLflow
 logging and registration), and the total, against the target of 3 minutes on 2 cores. Then the same training with
 the expensive fits in worker processes (the default), quiet and beside one competing CPU-bound process, and the
 ratios, measured in this one run. Runs in temporary workspaces on the bundled data.
@@ -9,7 +9,6 @@ ratios, measured in this one run. Runs in temporary workspaces on the bundled da
     .venv/bin/python bench/train.py
 """
 
-import os
 import subprocess
 import sys
 import tempfile
@@ -31,9 +30,10 @@ def first_training(pooled: bool) -> float:
     from stockops.evaluate import clear_fold_cache
 
     clear_fold_cache()  # a fresh process's first training: nothing cached
-    os.environ["STOCKOPS_FIT_WORKERS"] = "" if pooled else "1"
     folder = Path(tempfile.mkdtemp(prefix="stockops-bench-"))
-    settings = load_settings(env={}).replace(data_dir=folder / "data", reports_dir=folder / "reports")
+    settings = load_settings(env={}).replace(
+        data_dir=folder / "data", reports_dir=folder / "reports", fit_workers=None if pooled else 1
+    )
     ingest("sample", settings=settings)
     started = time.perf_counter()
     for ticker in settings.universe:
@@ -42,9 +42,10 @@ def first_training(pooled: bool) -> float:
 
 
 def main() -> None:
-    os.environ["STOCKOPS_FIT_WORKERS"] = "1"  # the per-family table times every fit here
     folder = Path(tempfile.mkdtemp(prefix="stockops-bench-"))
-    settings = load_settings(env={}).replace(data_dir=folder / "data", reports_dir=folder / "reports")
+    settings = load_settings(env={}).replace(  # fit_workers=1: the per-family table times every fit here
+        data_dir=folder / "data", reports_dir=folder / "reports", fit_workers=1
+    )
     experiment = load_experiment(settings=settings)
     ingest("sample", settings=settings)
 

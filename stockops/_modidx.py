@@ -144,6 +144,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'stockops.config._location': ('config.html#_location', 'stockops/config.py'),
                                  'stockops.config._name': ('config.html#_name', 'stockops/config.py'),
                                  'stockops.config._optional_path': ('config.html#_optional_path', 'stockops/config.py'),
+                                 'stockops.config._optional_positive_int': ('config.html#_optional_positive_int', 'stockops/config.py'),
                                  'stockops.config._positive_int': ('config.html#_positive_int', 'stockops/config.py'),
                                  'stockops.config._positive_ints': ('config.html#_positive_ints', 'stockops/config.py'),
                                  'stockops.config._read_file': ('config.html#_read_file', 'stockops/config.py'),

@@ -132,6 +132,11 @@ def _name(text: str) -> str:
     return value
 
 
+def _optional_positive_int(text: str) -> int | None:
+    "A positive integer, or None when empty."
+    return _positive_int(text) if text.strip() else None
+
+
 def _optional_path(text: str) -> Path | None:
     "A path, or None when empty."
     return Path(text.strip()) if text.strip() else None
@@ -228,6 +233,9 @@ KEYS: dict[str, Key] = {
     "mlflow_artifact_location": Key(
         "", _location, "artifact root of a new MLflow experiment (e.g. s3://bucket/mlflow); empty: the server's default"
     ),
+    "fit_workers": Key(
+        "", _optional_positive_int, "processes for the backtest's boosting and forest fits; empty: one per CPU, 1: none"
+    ),
     "prefect_work_pool": Key(
         "", _text, "process work pool that training fans out to, a flow run per ticker; empty: train in the flow"
     ),
@@ -278,6 +286,7 @@ class Settings:
     mlflow_artifact_location: str
     prefect_work_pool: str
     csv_path: Path | None
+    fit_workers: int | None
     file: Path | None = None  # the settings.ini read, if any
     origins: dict[str, str] = field(default_factory=dict)
 

@@ -47,10 +47,9 @@ def modelling_table(
 POOLED_FAMILIES = ("hgb", "rf")  # fits worth sending to a worker process
 
 
-def fit_workers() -> int:
-    "Worker processes for the pooled fits: STOCKOPS_FIT_WORKERS, else the CPUs this process may use (1: fit here)."
-    text = os.environ.get("STOCKOPS_FIT_WORKERS", "").strip()
-    return max(1, int(text)) if text.isdigit() else len(os.sched_getaffinity(0))
+def fit_workers(configured: int | None = None) -> int:
+    "Worker processes for the pooled fits: the `fit_workers` setting, else the CPUs this process may use (1: fit here)."
+    return configured or len(os.sched_getaffinity(0))
 
 
 def _one_thread() -> None:
@@ -71,13 +70,13 @@ def _stop_pools() -> None:
 atexit.register(_stop_pools)
 
 
-def _pool():
+def _pool(workers: int):
     """This process's fit pool, started on first use and reused: joblib's loky executor, whose workers are fresh
     interpreters (not forks of a parent that may hold threads and locks) and, unlike multiprocessing's spawn, do not
     re-run the calling script. Idle workers leave after a minute."""
     from joblib.externals.loky import get_reusable_executor
 
-    pool = get_reusable_executor(max_workers=fit_workers(), initializer=_one_thread, timeout=60)
+    pool = get_reusable_executor(max_workers=workers, initializer=_one_thread, timeout=60)
     if all(known is not pool for known in _POOLS):
         _POOLS.append(pool)
     return pool
@@ -137,13 +136,15 @@ def backtest(
     models: dict[str, dict],  # family -> parameters; naive is always added
     splits: dict | None = None,  # WalkForward arguments other than the horizon
     progress: Callable[[str], None] | None = None,
+    workers: int | None = None,  # fit processes (the `fit_workers` setting); default: one per usable CPU, 1: fit here
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Out-of-sample predictions (one row per family, horizon, date) and the fold table; every family sees identical folds."
     models = {"naive": {}} | dict(models)
     X = features.to_numpy(dtype="float64")
     sigma = features["vol_ewma"].to_numpy()
     plan, folds_table, predicted, pooled, ys = [], [], {}, {}, {}
-    pool = fit_workers() > 1
+    workers = fit_workers(workers)
+    pool = workers > 1
     for column in targets.columns:  # every fold of every horizon and family: from the cache, here, or in the pool
         horizon = int(column.removeprefix("target_").removesuffix("d"))
         y = ys[horizon] = targets[column].to_numpy()
@@ -168,7 +169,7 @@ def backtest(
             if progress:
                 progress(f"h={horizon} fold {fold.number}")
     if pooled:  # one job per family and horizon: its folds' spans, with X and y sent once
-        jobs = {_pool().submit(_fit_folds, family, models[family], X, ys[horizon], [s for s, _ in batch]): batch
+        jobs = {_pool(workers).submit(_fit_folds, family, models[family], X, ys[horizon], [s for s, _ in batch]): batch
                 for (family, horizon), batch in pooled.items()}  # fmt: skip
         for job, batch in jobs.items():
             for (_, key), values in zip(batch, job.result(), strict=True):
@@ -194,29 +195,44 @@ def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
 def score_predictions(
     scored: pd.DataFrame, levels: tuple[float, ...] = (0.8, 0.9), by: tuple[str, ...] = ("family", "horizon")
 ) -> pd.DataFrame:
-    "Metrics per group, MASE against the naive forecast on the same rows; interval metrics where intervals exist."
+    """Metrics per group, MASE against the naive forecast on the same rows; interval metrics where intervals exist.
+    One grouped pass over per-row columns (a loop over groups took 1.3 s for the 500 folds of a 24-year backtest)."""
     naive = scored[scored["family"] == "naive"].set_index(["horizon", "pos"])["y_true"].abs().rename("naive_abs")
     data = scored.join(naive, on=["horizon", "pos"])
-    records = []
-    for key, group in data.groupby(list(by), sort=True):
-        error = group["y_true"] - group["y_pred"]
-        record = dict(zip(by, key if isinstance(key, tuple) else (key,), strict=True))
-        record |= {"n": len(group), "mae": error.abs().mean(), "rmse": np.sqrt((error**2).mean())}
-        record["mase"] = record["mae"] / group["naive_abs"].mean()
-        called = group[group["y_pred"] != 0]
-        hits = int((np.sign(called["y_pred"]) == np.sign(called["y_true"])).sum())
-        record["hit_rate"] = hits / len(called) if len(called) else np.nan
-        record["hit_low"], record["hit_high"] = wilson_interval(hits, len(called))
-        for level in levels:
-            tag = round(level * 100)
-            lower, upper = group[f"lower_{tag}"], group[f"upper_{tag}"]
-            has = lower.notna()
-            y = group["y_true"][has]
-            record[f"coverage_{tag}"] = ((y >= lower[has]) & (y <= upper[has])).mean() if has.any() else np.nan
-            record[f"width_{tag}"] = (upper - lower)[has].mean()
-            record[f"winkler_{tag}"] = winkler_score(y, lower[has], upper[has], level).mean()
-        records.append(record)
-    return pd.DataFrame(records)
+    error = (data["y_true"] - data["y_pred"]).to_numpy()
+    called = (data["y_pred"] != 0).to_numpy()
+    parts = {key: data[key].to_numpy() for key in by} | {
+        "abs": np.abs(error),
+        "sq": error**2,
+        "naive_abs": data["naive_abs"].to_numpy(),
+        "called": called,
+        "hit": called & (np.sign(data["y_pred"]) == np.sign(data["y_true"])).to_numpy(),
+    }
+    y = data["y_true"].to_numpy()
+    for level in levels:
+        tag = round(level * 100)
+        lower, upper = data[f"lower_{tag}"].to_numpy(), data[f"upper_{tag}"].to_numpy()
+        has = ~np.isnan(lower)
+        parts |= {
+            f"has_{tag}": has,
+            f"inside_{tag}": has & (y >= lower) & (y <= upper),
+            f"width_{tag}": np.where(has, upper - lower, np.nan),
+            f"winkler_{tag}": np.where(has, winkler_score(y, lower, upper, level), np.nan),
+        }
+    groups = pd.DataFrame(parts).groupby(list(by), sort=True)
+    sums, means, n = groups.sum(), groups.mean(), groups.size()
+    table = pd.DataFrame({"n": n, "mae": means["abs"], "rmse": np.sqrt(means["sq"])})
+    table["mase"] = table["mae"] / means["naive_abs"]
+    calls, hits = sums["called"].astype(int), sums["hit"].astype(int)
+    table["hit_rate"] = (hits / calls).where(calls > 0)
+    bounds = [wilson_interval(h, c) for h, c in zip(hits, calls, strict=True)]
+    table["hit_low"], table["hit_high"] = [b[0] for b in bounds], [b[1] for b in bounds]
+    for level in levels:
+        tag = round(level * 100)
+        has = sums[f"has_{tag}"]
+        table[f"coverage_{tag}"] = (sums[f"inside_{tag}"] / has).where(has > 0)
+        table[f"width_{tag}"], table[f"winkler_{tag}"] = means[f"width_{tag}"], means[f"winkler_{tag}"]
+    return table.reset_index()
 
 
 def recent(scored: pd.DataFrame, days: int) -> pd.DataFrame:

@@ -104,7 +104,7 @@ def _duplicates(bars: pd.DataFrame, problems: pd.Series) -> pd.Series:
     return problems
 
 # %% ../nbs/12_health.ipynb #b81d98df
-def _jump_warnings(good: pd.DataFrame, previous: pd.DataFrame | None) -> list[str]:
+def _jump_warnings(good: pd.DataFrame, previous: pd.DataFrame | None, closes_adjusted: bool = False) -> list[str]:
     series = pd.concat([previous, good]) if previous is not None and len(previous) else good
     if len(series) < 2:
         return []
@@ -117,6 +117,10 @@ def _jump_warnings(good: pd.DataFrame, previous: pd.DataFrame | None) -> list[st
         raw, adj = np.exp(raw_moves[position]), np.exp(adjusted_moves[position])
         if has_adjusted and abs(raw_moves[position] - adjusted_moves[position]) > SPLIT_GAP:
             warnings.append(f"suspected split on {day}: close x{raw:.3f} while adj_close x{adj:.3f}")
+        elif closes_adjusted:  # the source has only adjusted closes (skfolio's, a wide file): a split is already undone
+            warnings.append(
+                f"large move on {day}: adjusted close x{raw:.3f} (split-adjusted closes: a real move or a data error)"
+            )
         elif not has_adjusted:
             warnings.append(
                 f"suspicious jump on {day}: close x{raw:.3f} (no adjusted close to tell a split from a move)"
@@ -144,7 +148,7 @@ def check_bars(
         expected = trading_days(calendar_code, after, good["date"].max())
         expected = expected[expected > after] if previous is not None and len(previous) else expected
         missing = list(expected.difference(good["date"]))
-        warnings = _jump_warnings(good, previous)
+        warnings = _jump_warnings(good, previous, bool(bars.attrs.get("closes_adjusted")))
         covered = coverage_start(calendar_code)
         if early := int((good["date"] < covered).sum()):
             warnings.append(

@@ -43,24 +43,27 @@ def online_intervals(
 ) -> pd.DataFrame:
     "`predictions` with `lower_<L>`/`upper_<L>` per level, each fold calibrated only on residuals realised before it starts."
     out = predictions.sort_values(["family", "horizon", "pos"]).reset_index(drop=True)
-    for level in levels:
-        out[f"lower_{round(level * 100)}"] = np.nan
-        out[f"upper_{round(level * 100)}"] = np.nan
+    bounds = {round(level * 100): (np.full(len(out), np.nan), np.full(len(out), np.nan)) for level in levels}
+    y_pred = out["y_pred"].to_numpy()
     for (_, horizon), group in out.groupby(["family", "horizon"], sort=False):
+        rows = group.index.to_numpy()  # positions in `out`, sorted by pos within the group
         scale = interval_scale(group["sigma_daily"].to_numpy(), horizon, method)
         scores = np.abs(group["y_true"].to_numpy() - group["y_pred"].to_numpy()) / scale
         realised_at = group["pos"].to_numpy() + horizon
-        for _, rows in group.groupby("fold", sort=True):
-            start = rows["pos"].min()
+        folds = group["fold"].to_numpy()
+        for fold in np.unique(folds):
+            local = np.flatnonzero(folds == fold)
+            start = group["pos"].to_numpy()[local].min()
             known = scores[realised_at < start][-window:]
             if len(known) < min_calibration:
                 continue
-            local = np.searchsorted(group.index, rows.index)
             for level in levels:
                 quantile = conformal_quantile(known, level)
-                tag = round(level * 100)
-                out.loc[rows.index, f"lower_{tag}"] = rows["y_pred"].to_numpy() - quantile * scale[local]
-                out.loc[rows.index, f"upper_{tag}"] = rows["y_pred"].to_numpy() + quantile * scale[local]
+                lower, upper = bounds[round(level * 100)]
+                lower[rows[local]] = y_pred[rows[local]] - quantile * scale[local]
+                upper[rows[local]] = y_pred[rows[local]] + quantile * scale[local]
+    for tag, (lower, upper) in bounds.items():
+        out[f"lower_{tag}"], out[f"upper_{tag}"] = lower, upper
     return out
 
 # %% ../nbs/31_intervals.ipynb #8383ed01

@@ -51,7 +51,11 @@ def make_bars(
     bars["source"] = source
     bars["fetched_at"] = fetched_at if fetched_at is not None else utc_now()
     bars["fetched_at"] = pd.to_datetime(bars["fetched_at"], utc=True).astype("datetime64[ns, UTC]")
-    return bars.sort_values("date", kind="stable").reset_index(drop=True)[BAR_COLUMNS]
+    bars = bars.sort_values("date", kind="stable").reset_index(drop=True)[BAR_COLUMNS]
+    bars.attrs["closes_adjusted"] = bool(
+        frame.attrs.get("closes_adjusted")
+    )  # only adjusted closes: see the health checks
+    return bars
 
 # %% ../nbs/10_prices.ipynb #e5c85f41
 @dataclass

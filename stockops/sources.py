@@ -270,6 +270,7 @@ def _parsed(path: Path, frame: pd.DataFrame, found: dict[str, str]) -> pd.DataFr
             parsed[field_name], text[found[field_name]] = _parse_numbers(frame[found[field_name]])
     if "close" not in parsed:
         parsed["close"] = parsed["adj_close"]
+        parsed.attrs["closes_adjusted"] = True  # a jump in these closes is a move (or an error), never a split
     usable = parsed["date"].notna() & (parsed["close"] > 0)
     if usable.mean() < 0.5:
         raise PriceDataError(

@@ -203,16 +203,16 @@ class Evidence:
                 "fold_metrics": fold_metrics, "folds": folds}  # fmt: skip
 
 
-def gather_evidence(bars, index_bars, experiment: Experiment, progress=None) -> Evidence:
-    "Backtest every family and naive on the same folds, with both interval methods, and score each once."
+def gather_evidence(bars, index_bars, experiment: Experiment, progress=None, workers: int | None = None) -> Evidence:
+    "Backtest every family and naive on the same folds (fits in `workers` processes), with both interval methods, and score each once."
     features, targets = modelling_table(bars, index_bars, experiment.horizons)
-    predictions, folds = backtest(features, targets, experiment.models, experiment.splits, progress)
+    predictions, folds = backtest(features, targets, experiment.models, experiment.splits, progress, workers)
     notes = []
     if (
         predictions.empty
     ):  # too short for walk-forward folds: naive needs no training, so all its errors are out of sample
         features, targets = make_features(bars, index_bars), make_targets(bars, experiment.horizons)
-        predictions, folds = backtest(features, targets, {}, {"min_train": 1, "step": 21}, progress)
+        predictions, folds = backtest(features, targets, {}, {"min_train": 1, "step": 21}, progress, workers)
         complete = len(features.dropna(subset=[c for c in features if c not in INDEX_FEATURES]))
         notes.append(f"no candidate was evaluated: {complete} of {len(bars)} days have every feature, and the first "
                      f"walk-forward fold needs {experiment.splits.get('min_train', 504)} of them: naive only")  # fmt: skip
@@ -285,7 +285,7 @@ def train_ticker(
         and before.tags.get("experiment_hash") == experiment.fingerprint()
     ):
         return TrainResult.up_to_date(ticker, day, before)
-    evidence = gather_evidence(bars, index_bars, experiment, progress)
+    evidence = gather_evidence(bars, index_bars, experiment, progress, settings.fit_workers)
     families = choose_families(evidence.recent_metrics["ewma"], experiment.margin, evidence.metrics["ewma"])
     forecaster, comparison = fit_bundle(ticker, evidence, families, experiment)
     methods = {h: model.interval_method for h, model in forecaster.models.items()}

@@ -25,7 +25,8 @@ def trained(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if not k.startswith("STOCKOPS_")} | {"COLUMNS": "200", "NO_COLOR": "1"}
     workspace = Workspace(root, env)
     assert workspace.run("ingest", "--tickers", "IBM,FB,^GSPC").returncode == 0
-    result = workspace.run("train", "--tickers", "IBM,FB", timeout=300)
+    # the fit_workers setting from the environment (it was once refused as an unknown setting)
+    result = workspace.run("train", "--tickers", "IBM,FB", timeout=300, extra_env={"STOCKOPS_FIT_WORKERS": "2"})
     assert result.returncode == 0, result.stderr
     workspace.train_output = result.stdout
     return workspace
