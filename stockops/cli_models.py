@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from .cli import AsOf, Experiment, Tickers, command, progress, stdout_console, table_of, tickers_or_universe
-from .config import Settings, parse_date, validate_ticker
+from .config import BadInput, Settings, parse_date, validate_ticker
 
 # %% auto #0
 __all__ = ['EVIDENCE_NUMBERS', 'FORECAST_NUMBERS', 'PROMOTION_COLUMNS', 'evidence_table', 'train', 'forecast_table', 'forecast',
@@ -83,23 +83,20 @@ def train(
     symbols = tickers_or_universe(tickers, settings)
     day = parse_date(as_of, "as-of")
     plan = load_experiment(experiment, settings)
-    from stockops.training import train_ticker
+    from stockops.training import train_many
 
-    console = stdout_console()
+    console, refused = stdout_console(), {}
     with progress(28) as bar:
-        task = bar.add_task("training", total=len(symbols))
-        for ticker in symbols:
-            bar.update(task, description=f"training {ticker}")
-            result = train_ticker(
-                ticker,
-                day,
-                plan,
-                settings,
-                progress=lambda message, t=ticker: bar.update(task, description=f"{t}: {message}"),
-                force=force,
-            )
+        task = bar.add_task(
+            f"training {', '.join(symbols[:3])}{' ...' if len(symbols) > 3 else ''}", total=len(symbols)
+        )
+        report = lambda message: bar.update(task, description=message)  # noqa: E731
+        for ticker, result in train_many(symbols, day, plan, settings, force, report):
             bar.advance(task)
-            if result.skipped:
+            bar.update(task, description=f"trained {ticker}")
+            if isinstance(result, BadInput):
+                refused[ticker] = str(result)
+            elif result.skipped:
                 console.print(f"{ticker}: {result.decision.reason}")
             else:
                 _report_training(console, result, plan)
@@ -107,6 +104,8 @@ def train(
     console.print(
         f"MLflow: {settings.tracking_uri} (experiment {settings.mlflow_experiment!r}); promotion log: {promotions}"
     )
+    if refused:  # the others trained: say which could not, and exit 2
+        raise BadInput("; ".join(refused.values()))
 
 # %% ../nbs/80b_cli_models.ipynb #ba74f803
 FORECAST_NUMBERS = ("h", "target date", "forecast", "80% interval", "90% interval")

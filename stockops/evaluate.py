@@ -22,7 +22,8 @@ from .splits import WalkForward
 
 # %% auto #0
 __all__ = ['INDEX_FEATURES', 'POOLED_FAMILIES', 'FOLD_CACHE_SIZE', 'FOLD_CACHE_STATS', 'modelling_table', 'fit_workers',
-           'clear_fold_cache', 'backtest', 'wilson_interval', 'score_predictions', 'recent', 'backtest_figure']
+           'fit_pool', 'clear_fold_cache', 'backtest', 'wilson_interval', 'score_predictions', 'recent',
+           'backtest_figure']
 
 # %% ../nbs/32_evaluate.ipynb #c9d88113
 INDEX_FEATURES = ("index_ret_lag0", "index_ret_5d", "index_vol_20d")
@@ -70,7 +71,7 @@ def _stop_pools() -> None:
 atexit.register(_stop_pools)
 
 
-def _pool(workers: int):
+def fit_pool(workers: int):
     """This process's fit pool, started on first use and reused: joblib's loky executor, whose workers are fresh
     interpreters (not forks of a parent that may hold threads and locks) and, unlike multiprocessing's spawn, do not
     re-run the calling script. Idle workers leave after a minute."""
@@ -169,7 +170,7 @@ def backtest(
             if progress:
                 progress(f"h={horizon} fold {fold.number}")
     if pooled:  # one job per family and horizon: its folds' spans, with X and y sent once
-        jobs = {_pool(workers).submit(_fit_folds, family, models[family], X, ys[horizon], [s for s, _ in batch]): batch
+        jobs = {fit_pool(workers).submit(_fit_folds, family, models[family], X, ys[horizon], [s for s, _ in batch]): batch
                 for (family, horizon), batch in pooled.items()}  # fmt: skip
         for job, batch in jobs.items():
             for (_, key), values in zip(batch, job.result(), strict=True):

@@ -90,18 +90,15 @@ class PlainSteps:
         }
 
     def train(self, tickers: list[str], day: str) -> dict[str, dict]:
-        from stockops.training import train_ticker
+        from stockops.training import train_many
 
         trained = {}
-        for ticker in tickers:
-            try:
-                trained[ticker] = {
-                    "champion": train_ticker(ticker, day, self.experiment, self.settings).champion_after,
-                    "error": None,
-                }
-            except BadInput as error:  # too little history yet (a recent listing): no champion, no forecast
-                trained[ticker] = {"champion": None, "error": str(error)}
-        return trained
+        for ticker, result in train_many(tickers, day, self.experiment, self.settings):
+            if isinstance(result, BadInput):  # too little history yet (a recent listing): no champion, no forecast
+                trained[ticker] = {"champion": None, "error": str(result)}
+            else:
+                trained[ticker] = {"champion": result.champion_after, "error": None}
+        return {ticker: trained[ticker] for ticker in tickers}  # in the order asked
 
     def forecast(self, tickers: list[str], day: str) -> None:
         from stockops.forecast import forecast

@@ -7,14 +7,23 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from .config import BadInput, Settings, validate_ticker
-from .evaluate import INDEX_FEATURES, backtest, backtest_figure, modelling_table, recent, score_predictions
+from stockops.evaluate import (
+    INDEX_FEATURES,
+    backtest,
+    backtest_figure,
+    fit_pool,
+    fit_workers,
+    modelling_table,
+    recent,
+    score_predictions,
+)
 from .experiment import Experiment
 from .features import index_as_known, make_features, make_targets
 from .intervals import conformal_quantile, interval_scale, online_intervals
@@ -31,7 +40,7 @@ from stockops.tracking import (
 
 # %% auto #0
 __all__ = ['choose_families', 'bundle_score', 'GateDecision', 'gate', 'TrainResult', 'history_needed', 'Evidence',
-           'gather_evidence', 'fit_bundle', 'train_ticker']
+           'gather_evidence', 'fit_bundle', 'train_ticker', 'train_many']
 
 # %% ../nbs/42_training.ipynb #8edb47106e1a46a883d545849b8ab81b
 def choose_families(
@@ -307,3 +316,43 @@ def train_ticker(
         "champion_score": decision.champion_score, "recent_window_days": experiment.recent_days, "run_id": run_id})  # fmt: skip
     return TrainResult(ticker, day, run_id, model_name(ticker), version, families, methods, decision, previous, after,
                        served["metrics"], served["recent_metrics"], comparison, evidence.folds, evidence.notes, forecaster)  # fmt: skip
+
+# %% ../nbs/42_training.ipynb #ffc8c6e8
+def _train_or_refusal(ticker: str, as_of, experiment: Experiment, settings: Settings, force: bool):
+    try:
+        return train_ticker(ticker, as_of, experiment, settings, force=force)
+    except BadInput as refusal:
+        return refusal
+
+
+def train_many(
+    tickers: list[str],
+    as_of: dt.date | str | None = None,  # train on data up to this date (default: each ticker's last stored date)
+    experiment: Experiment | None = None,  # default: the `experiment` setting
+    settings: Settings | None = None,
+    force: bool = False,
+    progress: Callable[[str], None] | None = None,  # fold-level messages when the tickers train one at a time
+) -> Iterator[tuple[str, TrainResult | BadInput]]:
+    "(ticker, its `TrainResult`, or the `BadInput` that refused it) for every ticker, as each finishes."
+    from concurrent.futures import as_completed
+
+    from stockops.config import load_settings
+    from stockops.experiment import load_experiment
+
+    settings = settings or load_settings()
+    experiment = experiment or load_experiment(settings=settings)
+    workers = min(fit_workers(settings.fit_workers), len(tickers))
+    if workers <= 1:
+        for ticker in tickers:
+            report = (lambda message, t=ticker: progress(f"{t}: {message}")) if progress else None
+            try:
+                yield ticker, train_ticker(ticker, as_of, experiment, settings, report, force)
+            except BadInput as refusal:
+                yield ticker, refusal
+        return
+    mlflow_client(settings)  # the store and the experiment exist before the workers write to them
+    alone = settings.replace(fit_workers=1)  # each worker fits its ticker's folds itself: no pool inside the pool
+    pool = fit_pool(workers)
+    jobs = {pool.submit(_train_or_refusal, t, as_of, experiment, alone, force): t for t in tickers}
+    for job in as_completed(jobs):
+        yield jobs[job], job.result()
