@@ -58,7 +58,7 @@ def test_train_registers_a_champion_per_ticker_and_says_when_the_random_walk_win
         assert f"│ {family}" in trained.train_output.split("IBM as of")[1].split("FB as of")[0]  # either order
     run = registry.get_run(registry.get_model_version_by_alias("stockops-ibm", "champion").run_id)
     assert run.data.metrics["naive.h1.mase"] == 1.0
-    assert run.data.params["splits.step"] == "126"
+    assert run.data.params["splits.step"] == "252"
     artifacts = {a.path for a in registry.list_artifacts(run.info.run_id, "evidence")}
     assert {
         "evidence/backtest.png",
