@@ -1,4 +1,4 @@
-"""Benchmark: one incremental daily run for the bundled universe, as plain function calls and through Prefect + papermill.
+"""Benchmark: one incremental daily run for the bundled sample universe (five stocks to 2013), as plain function calls and through Prefect + papermill.
 
 Setup (not timed): a temporary workspace with the bundled prices ingested and the universe trained as of DAY0.
 Timed, each in a fresh process so both pay their imports:
@@ -18,6 +18,9 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+from stockops.config import environment_of
+from stockops.harness import SAMPLE_SETTINGS
 
 REPO = Path(__file__).resolve().parents[1]
 DAY0, DAY1, DAY2 = "2012-11-30", "2012-12-03", "2012-12-04"
@@ -51,6 +54,7 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STOCKOPS_", "PREFECT_"))}
     env |= {"STOCKOPS_SETTINGS": str(root / "settings.ini"), "STOCKOPS_RUNBOOKS_DIR": str(REPO / "nbs" / "runbooks"),
             "STOCKOPS_FLOWS_DIR": str(REPO / "flows"), "STOCKOPS_EXPERIMENT": str(REPO / "experiments" / "baseline.toml")}  # fmt: skip
+    env |= environment_of(SAMPLE_SETTINGS)  # the five sample stocks
     python = sys.executable
     setup = f"""
 from stockops.config import load_settings

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from stockops.harness import NativeStack
+from stockops.harness import SAMPLE_SETTINGS, NativeStack
 
 AS_OF = "2013-01-31"
 
@@ -22,7 +22,7 @@ AS_OF = "2013-01-31"
 def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="stockops-bench-"))
     seconds = {}
-    with NativeStack(root) as stack:
+    with NativeStack(root, settings=SAMPLE_SETTINGS) as stack:
         started = time.perf_counter()
         stack.postgres()
         stack.s3()

@@ -152,6 +152,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'stockops.config._text': ('config.html#_text', 'stockops/config.py'),
                                  'stockops.config._tickers': ('config.html#_tickers', 'stockops/config.py'),
                                  'stockops.config.child_environment': ('config.html#child_environment', 'stockops/config.py'),
+                                 'stockops.config.environment_of': ('config.html#environment_of', 'stockops/config.py'),
                                  'stockops.config.environment_value': ('config.html#environment_value', 'stockops/config.py'),
                                  'stockops.config.find_settings_file': ('config.html#find_settings_file', 'stockops/config.py'),
                                  'stockops.config.is_loopback': ('config.html#is_loopback', 'stockops/config.py'),

@@ -16,8 +16,8 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['TICKER_PATTERN', 'SOURCES', 'SECRET_KEYS', 'KEYS', 'ENV_PREFIX', 'SETTINGS_FILE', 'SECTION', 'BadInput',
            'validate_ticker', 'parse_tickers', 'parse_date', 'SettingsError', 'Key', 'Settings', 'find_settings_file',
-           'load_settings', 'settings_from', 'child_environment', 'set_process_environment', 'environment_value',
-           'is_loopback']
+           'load_settings', 'settings_from', 'environment_of', 'child_environment', 'set_process_environment',
+           'environment_value', 'is_loopback']
 
 # %% ../nbs/00_config.ipynb #1e095212
 TICKER_PATTERN = re.compile(r"^[A-Z0-9^][A-Z0-9.\-=^]{0,14}$")
@@ -179,9 +179,13 @@ SECRET_KEYS = {"api_token"}  # never printed
 KEYS: dict[str, Key] = {
     "data_dir": Key("data", Path, "price store, MLflow database and logs", is_path=True),
     "reports_dir": Key("reports", Path, "executed notebooks and HTML reports", is_path=True),
-    "universe": Key("AAPL, MSFT, IBM, GOOG, FB", _tickers, "tickers to forecast"),
-    "indices": Key("^GSPC, ^IXIC", _tickers, "market indices ingested beside the universe"),
-    "source": Key("sample", _source, "default price source: sample, sp500, yahoo or csv"),
+    "universe": Key(
+        "AAPL, AMD, BAC, BBY, CVX, GE, HD, JNJ, JPM, KO, LLY, MRK, MSFT, PEP, PFE, PG, RRC, UNH, WMT, XOM",
+        _tickers,
+        "tickers to forecast",
+    ),
+    "indices": Key("^GSPC", _tickers, "market indices ingested beside the universe"),
+    "source": Key("sp500", _source, "default price source: sp500, sample, yahoo or csv"),
     "csv_path": Key(
         "",
         _optional_path,
@@ -459,6 +463,11 @@ def settings_from(
     return load_settings().with_overrides(transport or {}, origin=origin)
 
 
+def environment_of(values: Mapping[str, str]) -> dict[str, str]:
+    "Setting values as the variables that override them: `{'source': 'sample'}` -> `{'STOCKOPS_SOURCE': 'sample'}`."
+    return {ENV_PREFIX + key.upper(): value for key, value in values.items()}
+
+
 def child_environment(settings: Settings, base: Mapping[str, str] | None = None) -> dict[str, str]:
     """`base` (default: this process's environment) plus `STOCKOPS_<KEY>` for every setting, secrets included, and
     the settings file: `load_settings()` in the child returns `settings`. Pass it as `env=` to a child process."""
@@ -467,7 +476,7 @@ def child_environment(settings: Settings, base: Mapping[str, str] | None = None)
     }
     if settings.file is not None:
         env[ENV_PREFIX + "SETTINGS"] = str(settings.file)
-    return env | {ENV_PREFIX + key.upper(): settings.text(key) for key in KEYS}
+    return env | environment_of({key: settings.text(key) for key in KEYS})
 
 
 def set_process_environment(values: Mapping[str, str], replace: bool = True) -> None:

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import stockops
+from .config import environment_of
 from .processes import answers, free_port, start, stop, wait_for
 
 # %% auto #0
-__all__ = ['REPO', 'BIN', 'STOCKOPS', 'BUCKET', 'S3_CREDENTIALS', 'render_nginx', 'Service', 'NativeStack']
+__all__ = ['REPO', 'BIN', 'STOCKOPS', 'BUCKET', 'S3_CREDENTIALS', 'SAMPLE_SETTINGS', 'render_nginx', 'Service', 'NativeStack']
 
 # %% ../nbs/90_harness.ipynb #175a2deb
 REPO = Path(stockops.__file__).resolve().parent.parent
@@ -29,6 +30,11 @@ S3_CREDENTIALS = {  # throwaway test values for the local moto server, not secre
     "AWS_ACCESS_KEY_ID": "stockops",
     "AWS_SECRET_ACCESS_KEY": "stockops-secret",
     "AWS_DEFAULT_REGION": "us-east-1",
+}
+SAMPLE_SETTINGS = {  # the bundled OHLCV set (five stocks to 2013-03-01) that the tests and stack benchmarks are written on
+    "source": "sample",
+    "universe": "AAPL, MSFT, IBM, GOOG, FB",
+    "indices": "^GSPC, ^IXIC",
 }
 
 # %% ../nbs/90_harness.ipynb #5cc7b63a
@@ -54,8 +60,14 @@ class Service:
 class NativeStack:
     "The compose stack's servers on 127.0.0.1, state under `root`; use as a context manager or call `stop()`."
 
-    def __init__(self, root: Path | str, bucket: str = BUCKET):
+    def __init__(
+        self,
+        root: Path | str,
+        bucket: str = BUCKET,
+        settings: dict[str, str] | None = None,  # workspace settings every stockops process here gets (STOCKOPS_<KEY>)
+    ):
         self.root = Path(root).resolve()
+        self.settings = dict(settings or {})
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o755)  # PostgreSQL's user must reach its folder inside
         self.bucket = bucket
@@ -182,7 +194,7 @@ class NativeStack:
             env["STOCKOPS_MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{self.ports['mlflow']}"
         if "prefect" in self.ports:
             env |= {"STOCKOPS_PREFECT_API_URL": f"http://127.0.0.1:{self.ports['prefect']}/api", "STOCKOPS_PREFECT_WORK_POOL": "stockops"}  # fmt: skip
-        return env | {f"STOCKOPS_{key.upper()}": value for key, value in extra.items()}
+        return env | environment_of(self.settings | extra)
 
     def stockops(self, *args: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
         "Run the `stockops` CLI against the stack (output captured)."

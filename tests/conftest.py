@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from stockops.harness import SAMPLE_SETTINGS
+
 REPO = Path(__file__).resolve().parents[1]
 STOCKOPS = Path(sys.executable).parent / "stockops"
 
@@ -45,10 +47,24 @@ class Workspace:
         return {str(p.relative_to(self.root)): p.read_bytes() for p in sorted(self.root.rglob("*")) if p.is_file()}
 
 
+def sample_settings(root: Path) -> Path:
+    "Write `root`/settings.ini: the repository's settings on the sample source (five stocks to 2013); returns its path."
+    pinned, lines = set(), []
+    for line in (REPO / "settings.ini").read_text().splitlines():
+        key = line.split("=")[0].strip()
+        if key in SAMPLE_SETTINGS:
+            line = f"{key} = {SAMPLE_SETTINGS[key]}"
+            pinned.add(key)
+        lines.append(line)
+    assert pinned == set(SAMPLE_SETTINGS), "settings.ini lost a key the tests pin"
+    (root / "settings.ini").write_text("\n".join(lines) + "\n")
+    return root / "settings.ini"
+
+
 @pytest.fixture
 def workspace(tmp_path) -> Workspace:
-    "An empty workspace: its own settings.ini, data and reports folders (not created until written)."
-    (tmp_path / "settings.ini").write_text((REPO / "settings.ini").read_text())
+    "An empty workspace on the sample source: its own settings.ini, data and reports folders (not created until written)."
+    sample_settings(tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("STOCKOPS_")}
     env |= {"COLUMNS": "200", "NO_COLOR": "1"}
     return Workspace(tmp_path, env)
@@ -76,7 +92,7 @@ alpha = 10.0
 
 def quick_workspace(root: Path) -> Path:
     "Make `root` a workspace whose experiment is QUICK (for `stockops` processes started in it); returns its settings."
-    (root / "settings.ini").write_text((REPO / "settings.ini").read_text())
+    sample_settings(root)
     (root / "experiments").mkdir(exist_ok=True)
     (root / "experiments" / "baseline.toml").write_text(QUICK)
     return root / "settings.ini"

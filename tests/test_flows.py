@@ -10,7 +10,7 @@ import mlflow
 import nbformat
 import pandas as pd
 import pytest
-from conftest import REPO, Workspace
+from conftest import REPO, Workspace, sample_settings
 
 from stockops.config import load_settings
 
@@ -30,7 +30,7 @@ def harness():
 @pytest.fixture(scope="module")
 def space(tmp_path_factory, harness):
     root = tmp_path_factory.mktemp("flows")
-    shutil.copy(REPO / "settings.ini", root / "settings.ini")
+    sample_settings(root)
     shutil.copytree(REPO / "experiments", root / "experiments")
     settings = load_settings(root / "settings.ini", env={}).replace(
         runbooks_dir=REPO / "nbs" / "runbooks", flows_dir=REPO / "flows"

@@ -16,10 +16,10 @@ def trained(tmp_path_factory):
     "A workspace with IBM and FB trained on the baseline experiment (FB: 196 days, too short for candidates)."
     import os
 
-    from conftest import REPO, Workspace
+    from conftest import REPO, Workspace, sample_settings
 
     root = tmp_path_factory.mktemp("trained")
-    (root / "settings.ini").write_text((REPO / "settings.ini").read_text())
+    sample_settings(root)
     (root / "experiments").mkdir()
     (root / "experiments" / "baseline.toml").write_text((REPO / "experiments" / "baseline.toml").read_text())
     env = {k: v for k, v in os.environ.items() if not k.startswith("STOCKOPS_")} | {"COLUMNS": "200", "NO_COLOR": "1"}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from stockops.harness import NativeStack
+from stockops.harness import SAMPLE_SETTINGS, NativeStack
 
 pytestmark = pytest.mark.scaleout
 
@@ -34,7 +34,7 @@ def get(url: str, data: bytes | None = None) -> tuple[int, dict, bytes]:
 @pytest.fixture(scope="module")
 def stack():
     root = Path(tempfile.mkdtemp(prefix="stockops-stack-"))
-    with NativeStack(root) as servers:
+    with NativeStack(root, settings=SAMPLE_SETTINGS) as servers:
         servers.postgres()
         servers.s3()
         servers.mlflow()
