@@ -262,6 +262,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'stockops.health.HealthReport.summary': ('health.html#healthreport.summary', 'stockops/health.py'),
                                  'stockops.health._duplicates': ('health.html#_duplicates', 'stockops/health.py'),
                                  'stockops.health._jump_warnings': ('health.html#_jump_warnings', 'stockops/health.py'),
+                                 'stockops.health._notes': ('health.html#_notes', 'stockops/health.py'),
+                                 'stockops.health._provided': ('health.html#_provided', 'stockops/health.py'),
                                  'stockops.health._row_problems': ('health.html#_row_problems', 'stockops/health.py'),
                                  'stockops.health.check_bars': ('health.html#check_bars', 'stockops/health.py')},
             'stockops.ingest': { 'stockops.ingest.IngestReport': ('ingest.html#ingestreport', 'stockops/ingest.py'),

@@ -72,10 +72,10 @@ def command(function):
 
 # %% ../nbs/80_cli.ipynb #1e7ac7da
 def stdout_console():
-    "Where results go: stdout, 160 columns wide, no guessed colours for numbers in messages."
+    "Where results go: stdout, 160 columns wide, no guessed colours for numbers, no markup (`[low, high]` is text)."
     from rich.console import Console
 
-    return Console(width=160, highlight=False)
+    return Console(width=160, highlight=False, markup=False)
 
 
 def table_of(

@@ -33,6 +33,7 @@ class HealthReport:
     rejected: pd.DataFrame  # the rejected bars with a `reason` column
     missing_days: list[pd.Timestamp] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # checks skipped for lack of a field, columns ignored: not problems
 
     @property
     def status(self) -> str:
@@ -57,9 +58,15 @@ class HealthReport:
             "missing_days": len(self.missing_days),
             "missing_days_first": [str(day.date()) for day in self.missing_days[:10]],
             "warnings": self.warnings,
+            "notes": self.notes,
         }  # fmt: skip
 
 # %% ../nbs/12_health.ipynb #ae1969a9
+def _provided(bars: pd.DataFrame) -> list[str]:
+    "The value columns the source gave (close-only data gives close and adj_close): the checks use only these."
+    return [column for column in VALUE_COLUMNS if bars[column].notna().any()]
+
+
 def _row_problems(bars: pd.DataFrame, calendar_code: str) -> pd.Series:
     "Per row, the reasons (joined by '; ') it cannot be stored; '' for a good row."
     reasons = [[] for _ in range(len(bars))]
@@ -72,7 +79,7 @@ def _row_problems(bars: pd.DataFrame, calendar_code: str) -> pd.Series:
     flag(dates.isna(), "unparseable date")
     sessions = trading_days(calendar_code, dates.min(), dates.max()) if dates.notna().any() else pd.DatetimeIndex([])
     flag(dates.notna() & ~dates.isin(sessions), f"not a trading day ({calendar_code})")
-    provided = [column for column in VALUE_COLUMNS if bars[column].notna().any()]
+    provided = _provided(bars)
     for column in provided:
         flag(bars[column].isna(), f"missing {column}")
     for column in [c for c in PRICE_COLUMNS if c in provided]:
@@ -155,4 +162,22 @@ def check_bars(
                 f"{early} row(s) before calendar coverage ({calendar_code} rules from {covered.date()}): "
                 "checked against weekdays only, kept"
             )
-    return HealthReport(ticker, calendar_code, len(bars), good, rejected, missing, warnings)
+    return HealthReport(ticker, calendar_code, len(bars), good, rejected, missing, warnings, _notes(bars))
+
+
+def _notes(bars: pd.DataFrame) -> list[str]:
+    "The checks the bars' fields did not allow, and the file's columns that are not bar fields."
+    notes, provided = [], set(_provided(bars))
+    absent = [column for column in ("open", "high", "low", "volume") if column not in provided]
+    if len(bars) and absent:
+        skipped = []
+        if not {"high", "low"} <= provided:
+            skipped.append("the [low, high] range checks")
+        elif "open" not in provided:
+            skipped.append("the open-in-range check")
+        if "volume" not in provided:
+            skipped.append("the volume check")
+        notes.append(f"no {', '.join(absent)} in the source: {' and '.join(skipped)} skipped")
+    if ignored := bars.attrs.get("ignored_columns"):
+        notes.append(f"column(s) not bar fields, ignored: {', '.join(ignored)}")
+    return notes

@@ -55,6 +55,9 @@ def make_bars(
     bars.attrs["closes_adjusted"] = bool(
         frame.attrs.get("closes_adjusted")
     )  # only adjusted closes: see the health checks
+    bars.attrs["ignored_columns"] = list(
+        frame.attrs.get("ignored_columns", [])
+    )  # a file's columns that are not bar fields
     return bars
 
 # %% ../nbs/10_prices.ipynb #e5c85f41

@@ -340,10 +340,14 @@ def read_price_csv(
             {t: _parsed(path, frame, {"date": found["date"], "adj_close": c}) for t, c in wide.items()}, ticker, path
         )
     parsed = _parsed(path, frame, found)
+    parsed.attrs["ignored_columns"] = [str(c) for c in frame.columns if c not in found.values()]  # OpenInt, Dividends
     if "ticker" in found:
         symbols = frame[found["ticker"]].str.strip().str.upper()
         groups = {validate_ticker(symbol): part for symbol, part in parsed.groupby(symbols, sort=False)}
-        return _pick({symbol: part.reset_index(drop=True) for symbol, part in groups.items()}, ticker, path)
+        groups = {symbol: part.reset_index(drop=True) for symbol, part in groups.items()}
+        for part in groups.values():
+            part.attrs = dict(parsed.attrs)
+        return _pick(groups, ticker, path)
     if ticker is None and named is not None:
         return {validate_ticker(named): parsed}
     if ticker is None:
