@@ -64,20 +64,8 @@ def ingest(
         report = ingesting.ingest(source, tickers, path, start, end, refresh, settings=settings, progress=advance)
     console = stdout_console()
     console.print(table_of(report.table()[INGEST_COLUMNS], title=f"ingest from {report.source}"))
-    for health in report.health:
-        for reason, count in health["reasons"].items():
-            console.print(f"  {health['ticker']}: rejected {count} row(s): {reason}")
-        for warning in health["warnings"]:
-            console.print(f"  {health['ticker']}: {warning}")
-        if health["missing_days"]:
-            first = ", ".join(health["missing_days_first"][:3])
-            console.print(f"  {health['ticker']}: {health['missing_days']} trading day(s) missing, first {first}")
-    notes = {}  # the same note for many tickers (a close-only set) is said once
-    for health in report.health:
-        for note in health["notes"]:
-            notes.setdefault(note, []).append(health["ticker"])
-    for note, named in notes.items():
-        console.print(f"  note: {note} ({', '.join(named) if len(named) <= 5 else f'{len(named)} tickers'})")
+    for line in ingesting.findings(report):
+        console.print(f"  {line}")
     console.print(f"health report: {report.report_path}")
 
 # %% ../nbs/80a_cli_data.ipynb #698d71b6

@@ -20,7 +20,7 @@ from .prices import PriceStore
 from .sources import CsvSource, SampleSource, Sp500Source, YahooSource
 
 # %% auto #0
-__all__ = ['TickerIngest', 'IngestReport', 'make_source', 'read_ingest_log', 'ingest', 'store_status']
+__all__ = ['TickerIngest', 'IngestReport', 'make_source', 'read_ingest_log', 'ingest', 'findings', 'store_status']
 
 # %% ../nbs/13_ingest.ipynb #f8c1d0b3
 @dataclass
@@ -180,6 +180,23 @@ def ingest(
         [{"ingested_at": str(started), **asdict(t), "report": str(report.report_path)} for t in report.tickers],
     )
     return report
+
+# %% ../nbs/13_ingest.ipynb #35259bc5
+def findings(report: IngestReport) -> list[str]:
+    "The health report in lines a person reads: rejected rows by reason, warnings, missing days, then each note once with its tickers."
+    lines, notes = [], {}
+    for health in report.health:
+        ticker = health["ticker"]
+        lines += [f"{ticker}: rejected {count} row(s): {reason}" for reason, count in health["reasons"].items()]
+        lines += [f"{ticker}: {warning}" for warning in health["warnings"]]
+        if health["missing_days"]:
+            first = ", ".join(health["missing_days_first"][:3])
+            lines.append(f"{ticker}: {health['missing_days']} trading day(s) missing, first {first}")
+        for note in health.get("notes", []):  # a report written before notes existed has none
+            notes.setdefault(note, []).append(ticker)
+    for note, named in notes.items():  # a close-only set says the same of every ticker: once
+        lines.append(f"note: {note} ({', '.join(named) if len(named) <= 5 else f'{len(named)} tickers'})")
+    return lines
 
 # %% ../nbs/13_ingest.ipynb #cf41d488
 def store_status(settings: Settings | None = None) -> pd.DataFrame:

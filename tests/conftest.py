@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from stockops.harness import SAMPLE_SETTINGS
+from stockops.sources import YAHOO_FIELDS
 
 REPO = Path(__file__).resolve().parents[1]
 STOCKOPS = Path(sys.executable).parent / "stockops"
@@ -137,3 +138,22 @@ def live(tmp_path_factory):
     forecast_history(settings, ["IBM", "MSFT"], "2012-11-30", "2012-12-03", "2013-01-31", "2013-01-31")
     ingest("sample", "AAPL,^IXIC", end="2013-01-31", settings=settings)
     return settings
+
+
+def yahoo_export(bars):
+    "Bars (the bar schema) as Yahoo's download CSV writes them: Date,Open,High,Low,Close,Adj Close,Volume."
+    export = bars.rename(columns={v: k for k, v in YAHOO_FIELDS.items()})[list(YAHOO_FIELDS)]
+    return export.assign(Date=bars["date"].dt.strftime("%Y-%m-%d"))
+
+
+def yfinance_recording(bars_by_ticker: dict, path: Path) -> Path:
+    """Write what `yfinance.download(tickers, auto_adjust=False)` answers for these bars, in its `to_csv()` layout
+    (the shape of tests/fixtures/yfinance_download_AAPL_MSFT_2013-01.csv); `tests/edge` replays it. Returns `path`."""
+    import pandas as pd
+
+    fields = [field for field in YAHOO_FIELDS if field != "Date"]
+    parts = {t: yahoo_export(b).set_index(b["date"].rename("Date"))[fields] for t, b in bars_by_ticker.items()}
+    frame = pd.concat(parts, axis=1).swaplevel(axis=1).sort_index(axis=1)
+    frame.columns.names = ["Price", "Ticker"]
+    frame.to_csv(path)
+    return path

@@ -7,22 +7,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import yahoo_export
 
-from stockops.sources import YAHOO_FIELDS, SampleSource
+from stockops.sources import SampleSource
 
 FIXTURES = Path(__file__).parent / "fixtures"
-INVERSE = {v: k for k, v in YAHOO_FIELDS.items()}
 
 
 @pytest.fixture(scope="module")
 def february():
     "Real MSFT bars, February 2013 (19 trading days)."
     return SampleSource().fetch(["MSFT"], dt.date(2013, 2, 1), dt.date(2013, 2, 28))["MSFT"]
-
-
-def yahoo_export(bars: pd.DataFrame) -> pd.DataFrame:
-    export = bars.rename(columns=INVERSE)[list(YAHOO_FIELDS)]
-    return export.assign(Date=bars["date"].dt.strftime("%Y-%m-%d"))
 
 
 def last_report(workspace):

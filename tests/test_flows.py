@@ -10,7 +10,7 @@ import mlflow
 import nbformat
 import pandas as pd
 import pytest
-from conftest import REPO, Workspace, sample_settings
+from conftest import REPO, Workspace, sample_settings, yahoo_export
 
 from stockops.config import load_settings
 
@@ -128,13 +128,12 @@ def test_replay_reads_the_source_the_settings_name_a_folder_of_csv_files(workspa
     "source = csv with csv_path naming a folder (one Yahoo-layout file per ticker): every replayed day ingests from it."
     import datetime as dt
 
-    from stockops.sources import YAHOO_FIELDS, SampleSource
+    from stockops.sources import SampleSource
 
     shelf = workspace.root / "my-prices"
     shelf.mkdir()
     for ticker, bars in SampleSource().fetch(["IBM", "^GSPC"], end=dt.date(2013, 3, 1)).items():
-        export = bars.rename(columns={v: k for k, v in YAHOO_FIELDS.items()})[list(YAHOO_FIELDS)]
-        export.assign(Date=bars["date"].dt.strftime("%Y-%m-%d")).to_csv(shelf / f"{ticker}.csv.gz", index=False)
+        yahoo_export(bars).to_csv(shelf / f"{ticker}.csv.gz", index=False)
     settings = (workspace.root / "settings.ini").read_text().replace("source = sample", "source = csv")
     settings = settings.replace("csv_path =\n", "csv_path = my-prices\n")
     settings = settings.replace("indices = ^GSPC, ^IXIC", "indices = ^GSPC")  # the folder has one index

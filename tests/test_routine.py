@@ -1,5 +1,5 @@
-"""The daily routine's entry points: the `source` setting reaches the ETL from `stockops run` and from the scheduled
-deployment; a run "up to today" is filed and logged under the trading day it loaded; settings reach a runbook's
+"""The daily routine's entry points: the `source` setting (a folder of CSV files, Yahoo through recorded answers)
+reaches the ETL from `stockops run` and from the scheduled deployment; a run "up to today" is filed and logged under the trading day it loaded; settings reach a runbook's
 kernel whole, secrets by its environment only."""
 
 import json
@@ -7,36 +7,76 @@ import os
 
 import mlflow
 import nbformat
+import pandas as pd
 import pytest
-from conftest import REPO
+from conftest import REPO, quick_workspace, yahoo_export, yfinance_recording
 
 from stockops.config import load_settings
 
 pytestmark = pytest.mark.slow
 
 
-def csv_source_workspace(workspace):
-    "The workspace's settings.ini says `source = csv` (which needs a file per run): an ETL that uses it fails at once."
-    text = (workspace.root / "settings.ini").read_text()
-    (workspace.root / "settings.ini").write_text(text.replace("source = sample", "source = csv"))
-    assert "source = csv" in (workspace.root / "settings.ini").read_text()
+def own_source_workspace(workspace, source: str):
+    """The workspace's settings.ini names `source` (csv: `csv_path = my-prices`, a folder of Yahoo-layout files of real
+    IBM and S&P 500 bars to 2013-03-01) and the quick experiment; `indices = ^GSPC` (the one index the files have)."""
+    import datetime as dt
+
+    from stockops.sources import SampleSource
+
+    quick_workspace(workspace.root)
+    shelf = workspace.root / "my-prices"
+    shelf.mkdir()
+    bars = SampleSource().fetch(["IBM", "^GSPC"], end=dt.date(2013, 3, 1))
+    for ticker, frame in bars.items():
+        yahoo_export(frame).to_csv(shelf / f"{ticker}.csv.gz", index=False)
+    text = (workspace.root / "settings.ini").read_text().replace("source = sample", f"source = {source}")
+    text = text.replace("csv_path =\n", "csv_path = my-prices\n").replace("indices = ^GSPC, ^IXIC", "indices = ^GSPC")
+    (workspace.root / "settings.ini").write_text(text)
+    assert f"source = {source}" in text and "csv_path = my-prices" in text
     workspace.env |= {
         "STOCKOPS_RUNBOOKS_DIR": str(REPO / "nbs" / "runbooks"),
         "STOCKOPS_FLOWS_DIR": str(REPO / "flows"),
     }
-    return workspace
+    return workspace, bars
 
 
-def test_stockops_run_honours_the_source_setting(workspace):
-    workspace = csv_source_workspace(workspace)
-    result = workspace.run("run", "--tickers", "IBM", "--as-of", "2013-01-31", timeout=300)
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "runbook etl_prices failed" in result.stdout and "source=csv needs path" in result.stdout
-    assert not (workspace.data / "prices").exists()  # before the fix: the bundled sample was ingested
+def stored(workspace, ticker: str) -> pd.DataFrame:
+    return pd.read_parquet(workspace.data / "prices" / f"{ticker}.parquet")
+
+
+def test_stockops_run_ingests_from_the_csv_folder_the_settings_name(workspace):
+    workspace, _ = own_source_workspace(workspace, "csv")
+    result = workspace.run("run", "--tickers", "IBM", "--as-of", "2013-01-31", timeout=400)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for ticker, file in [("IBM", "csv:IBM.csv.gz"), ("^GSPC", "csv:^GSPC.csv.gz")]:
+        bars = stored(workspace, ticker)
+        assert set(bars["source"]) == {file} and bars["date"].max() == pd.Timestamp("2013-01-31")
+    folder = workspace.reports / "daily" / "2013-01-31"
+    assert (folder / "train_forecaster-IBM.ipynb").is_file() and (folder / "forecast_prices.ipynb").is_file()
+    assert json.loads((folder / "etl_prices.json").read_text())["source"] == "csv"
+    forecasts = pd.read_parquet(workspace.data / "predictions" / "IBM.parquet")
+    assert set(forecasts["as_of"].astype(str)) == {"2013-01-31"}
+
+
+def test_stockops_run_ingests_from_yahoo_through_a_recorded_answer(workspace):
+    "source = yahoo: every process of the run (CLI, flow, runbook kernels) gets recorded yfinance answers (tests/edge)."
+    workspace, bars = own_source_workspace(workspace, "yahoo")
+    recording = yfinance_recording(bars, workspace.root / "yahoo-answer.csv")
+    edge = {"PYTHONPATH": str(REPO / "tests" / "edge"), "YAHOO_RECORDING": str(recording)}
+    result = workspace.run("run", "--tickers", "IBM", "--as-of", "2013-01-31", timeout=400, extra_env=edge)
+    assert result.returncode == 0, result.stdout + result.stderr
+    calls = (workspace.root / "yahoo-answer.csv.calls").read_text().splitlines()
+    assert calls == ["IBM,^GSPC 1999-01-01 2013-02-01"], calls  # history_start to as_of (yfinance's end is exclusive)
+    for ticker in ["IBM", "^GSPC"]:
+        got = stored(workspace, ticker)
+        assert set(got["source"]) == {"yahoo"} and got["date"].max() == pd.Timestamp("2013-01-31")
+        expected = bars[ticker][bars[ticker]["date"] <= "2013-01-31"]
+        assert got["adj_close"].round(6).tolist() == expected["adj_close"].round(6).tolist()
+    assert (workspace.reports / "daily" / "2013-01-31" / "forecast_prices.ipynb").is_file()
 
 
 def test_scheduled_daily_runs_honour_the_source_setting(workspace, monkeypatch):
-    workspace = csv_source_workspace(workspace)
+    workspace, _ = own_source_workspace(workspace, "csv")
     for key, value in workspace.env.items():
         if key.startswith("STOCKOPS_"):
             monkeypatch.setenv(key, value)
@@ -53,7 +93,8 @@ def test_scheduled_daily_runs_honour_the_source_setting(workspace, monkeypatch):
     assert daily.parameters["overrides"]["source"] == "csv"
     with prefect_test_harness(server_startup_timeout=120):
         state = load_flow(settings, "daily")(as_of="2013-01-31", tickers="IBM", **daily.parameters, return_state=True)
-    assert state.is_failed() and "source=csv needs path" in state.message, state.message
+    assert state.is_completed(), state.message
+    assert set(stored(workspace, "IBM")["source"]) == {"csv:IBM.csv.gz"}
 
 
 def test_an_etl_up_to_today_is_filed_and_logged_under_the_day_it_loaded(tmp_path):
