@@ -1,13 +1,18 @@
 """Training fanned out over a Prefect process work pool: one worker against two, on the team stack run natively.
 
-Each round trains the bundled universe (first training: no champion yet) as of 2013-01-31 through the `train` flow,
-which starts one `train-ticker` flow run per ticker on the pool and waits for them. Rounds run in a fresh workspace
+Each round trains a universe (first training: no champion yet) through the `train` flow, which splits the tickers
+into batches (at least one per online worker, at most `train_batch` tickers each), starts a `train-ticker` flow run
+per batch on the pool and waits for them. The universe is the five `sample` stocks as of 2013-01-31, or with
+`--size N` the 20 sp500 stocks plus N - 20 synthetic ones from a CSV folder (as `bench/universe.py` makes them) as of
+2022-12-27. Rounds run in a fresh workspace
 (prices under their own bucket prefix, their own MLflow server and database) against the same PostgreSQL, S3 server
 and Prefect server; the in-flow round (no pool) is the same training without fan-out, for the overhead.
 
-    python bench/scaleout.py         # about 6 minutes on 2 cores; needs Debian's postgresql (see `make scaleout`)
+    python bench/scaleout.py             # about 6 minutes on 2 cores; needs Debian's postgresql (see `make scaleout`)
+    python bench/scaleout.py --size 100  # 100 tickers: about 15 s of training per ticker and round here
 """
 
+import argparse
 import shutil
 import sys
 import tempfile
@@ -16,13 +21,26 @@ from pathlib import Path
 
 from stockops.harness import SAMPLE_SETTINGS, NativeStack
 
-AS_OF = "2013-01-31"
+sys.path.insert(0, str(Path(__file__).parent))
+from universe import BEFORE, make_workspace  # noqa: E402 (the synthetic universe of bench/universe.py)
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--size", type=int, default=0, help="tickers: 0 the five sample stocks, N >= 20 sp500 + synthetic"
+    )
+    size = parser.parse_args().size
     root = Path(tempfile.mkdtemp(prefix="stockops-bench-"))
     seconds = {}
-    with NativeStack(root, settings=SAMPLE_SETTINGS) as stack:
+    if size:
+        universe_env, universe = make_workspace(size, root / "universe")
+        settings = {key[len("STOCKOPS_") :].lower(): value for key, value in universe_env.items()
+                    if key.startswith("STOCKOPS_") and key[len("STOCKOPS_") :].lower() in ("source", "csv_path", "universe", "indices")}  # fmt: skip
+        as_of = BEFORE
+    else:
+        settings, universe, as_of = SAMPLE_SETTINGS, SAMPLE_SETTINGS["universe"].split(", "), "2013-01-31"
+    with NativeStack(root, settings=settings) as stack:
         started = time.perf_counter()
         stack.postgres()
         stack.s3()
@@ -36,11 +54,11 @@ def main() -> int:
                             prices_url=f"s3://{stack.bucket}/{key}/prices", mlflow_tracking_uri=tracking)  # fmt: skip
             if not workers:
                 env["STOCKOPS_PREFECT_WORK_POOL"] = ""
-            ingest = stack.stockops("ingest", "--end", AS_OF, env=env)
+            ingest = stack.stockops("ingest", "--end", as_of, env=env)
             assert ingest.returncode == 0, ingest.stderr[-2000:]
             names = stack.workers(workers, env) if workers else []
             started = time.perf_counter()
-            trained = stack.stockops("train", "--flow", "--as-of", AS_OF, env=env)
+            trained = stack.stockops("train", "--flow", "--as-of", as_of, env=env, timeout=6 * 3600)
             seconds[label] = time.perf_counter() - started
             assert trained.returncode == 0, trained.stdout[-2000:] + trained.stderr[-3000:]
             spread = {name: len(stack.worker_runs(name)) for name in names}
@@ -49,7 +67,7 @@ def main() -> int:
     shutil.rmtree(root, ignore_errors=True)
     one, two, plain = seconds["1 worker"], seconds["2 workers"], seconds["in the flow (no pool)"]
     print()
-    print("training the bundled universe (5 tickers, first training) as of", AS_OF)
+    print(f"training {len(universe)} tickers (first training) as of {as_of}")
     print(f"  in the flow, no pool   {plain:7.1f} s")
     print(
         f"  1 worker               {one:7.1f} s   ({one / plain:.2f}x the in-flow time: a process and a kernel per flow run)"

@@ -1,10 +1,11 @@
-"""The training flows: `train` trains the universe (or some tickers); `train-ticker` trains one, as a flow run of its
-own on a work pool when the workspace has one (`prefect_work_pool`), so training fans out over the workers."""
+"""The training flows: `train` trains the universe (or some tickers); `train-ticker` trains a batch of tickers, one
+after another, as a flow run of its own on a work pool when the workspace has one (`prefect_work_pool`), so training
+fans out over the workers in batches of at most `train_batch` tickers."""
 
 from prefect import flow
 
 from stockops.config import parse_tickers, settings_from
-from stockops.orchestrate import train_one, train_tickers
+from stockops.orchestrate import train_batch, train_tickers
 from stockops.pipeline import wait_for_logging
 from stockops.routine import resolve_as_of
 
@@ -23,7 +24,7 @@ def train(as_of: str = "", tickers: str = "", force: bool = False, overrides: di
 
 @flow(name="train-ticker", log_prints=True)
 def train_ticker(
-    as_of: str, ticker: str, force: bool = False, overrides: dict | None = None, flow_name: str = "train"
-) -> dict:
-    "Train one ticker as of `as_of`: the `train_forecaster` runbook; its record lands beside the executed notebook."
-    return train_one(as_of, ticker, force, dict(overrides or {}), flow_name)
+    as_of: str, tickers: list[str], force: bool = False, overrides: dict | None = None, flow_name: str = "train"
+) -> list[dict]:
+    "Train a batch of tickers as of `as_of`: a `train_forecaster` runbook each; their records land beside the notebooks."
+    return train_batch(as_of, list(tickers), force, dict(overrides or {}), flow_name)

@@ -241,7 +241,12 @@ KEYS: dict[str, Key] = {
         "", _optional_positive_int, "processes for the backtest's boosting and forest fits; empty: one per CPU, 1: none"
     ),
     "prefect_work_pool": Key(
-        "", _text, "process work pool that training fans out to, a flow run per ticker; empty: train in the flow"
+        "",
+        _text,
+        "process work pool that training fans out to, in flow runs of train_batch tickers; empty: in the flow",
+    ),
+    "train_batch": Key(
+        "10", _positive_int, "most tickers per training flow run on the work pool (at least one run per online worker)"
     ),
 }
 
@@ -291,6 +296,7 @@ class Settings:
     prefect_work_pool: str
     csv_path: Path | None
     fit_workers: int | None
+    train_batch: int
     file: Path | None = None  # the settings.ini read, if any
     origins: dict[str, str] = field(default_factory=dict)
 

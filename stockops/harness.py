@@ -210,7 +210,21 @@ class NativeStack:
         for name in names:
             started, log = f"Worker '{name}' started", self.services[name].log
             self._wait(name, lambda: started in log.read_text(errors="replace"), "start")  # noqa: B023 (called at once)
+        self._wait(names[-1], lambda: set(names) <= self.online_workers(), "report online")
         return names
+
+    def online_workers(self) -> set[str]:
+        "Names of the workers the Prefect server counts online on the pool (training splits into one batch per each)."
+        import json
+        import urllib.request
+
+        url = f"http://127.0.0.1:{self.ports['prefect']}/api/work_pools/stockops/workers/filter"
+        request = urllib.request.Request(url, data=b"{}", headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return {worker["name"] for worker in json.load(response) if worker["status"] == "ONLINE"}
+        except OSError:
+            return set()
 
     def worker_runs(self, name: str) -> set[str]:
         "Ids of the flow runs worker `name` ran, from its log: submitted, less those another worker had taken first."

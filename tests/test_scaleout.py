@@ -73,7 +73,7 @@ def test_flow_runs_spread_over_both_workers(stack):
         f"{api}/flow_runs/filter", json.dumps({"deployments": {"id": {"any_": [deployment["id"]]}}}).encode()
     )
     runs = json.loads(body)
-    assert sorted(run["name"] for run in runs) == sorted(f"train-{t}-{AS_OF}" for t in UNIVERSE)
+    assert sorted(run["name"] for run in runs) == [f"train-AAPL,MSFT,IBM-{AS_OF}", f"train-GOOG,FB-{AS_OF}"]  # a batch each
     assert {run["state_type"] for run in runs} == {"COMPLETED"}
     assert {run["work_pool_name"] for run in runs} == {"stockops"}
     by_worker = {name: stack.worker_runs(name) for name in ("worker-1", "worker-2")}
@@ -124,15 +124,18 @@ def test_artifact_location_setting_sends_artifacts_straight_to_the_bucket(stack)
 
 
 def test_a_training_failing_on_the_pool_fails_the_flow_naming_ticker_and_cell(stack):
-    result = stack.stockops("train", "--flow", "--tickers", "IBM", "--as-of", "1999-02-01")
+    "Batches [IBM, FB] and [MSFT] on the two workers: FB fails after IBM trained; MSFT trains; the flow names FB."
+    result = stack.stockops("train", "--flow", "--tickers", "IBM,FB,MSFT", "--as-of", "2012-06-29")
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
-    assert "training failed on the work pool: IBM: cell" in result.stderr
-    assert "(BadInput: no stored prices for IBM up to 1999-02-01" in result.stderr  # the runbook's own error
-    failure = json.loads(
-        (stack.root / "reports" / "train" / "1999-02-01" / "train_forecaster-IBM.failure.json").read_text()
-    )
+    assert "training failed on the work pool: FB: cell" in result.stderr
+    assert "(BadInput: FB has 30 days of history up to 2012-06-29" in result.stderr  # the runbook's own error
+    assert "3 tickers as 2 flow runs" in result.stderr
+    folder = stack.root / "reports" / "train" / "2012-06-29"
+    failure = json.loads((folder / "train_forecaster-FB.failure.json").read_text())
     assert failure["runs"][0]["failure"]["error"] == "BadInput"
-    assert not (stack.root / "reports" / "train" / "1999-02-01" / "train_forecaster-IBM.run.json").exists()
+    assert not (folder / "train_forecaster-FB.run.json").exists()
+    for ticker in ["IBM", "MSFT"]:  # the rest of FB's batch, and the other batch, trained
+        assert json.loads((folder / f"train_forecaster-{ticker}.run.json").read_text())["status"] == "ok"
 
 
 def test_api_replicas_behind_nginx(stack):
