@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import sys
 import time
@@ -112,7 +113,7 @@ def batches(tickers: list[str], size: int, workers: int) -> list[list[str]]:
     count = min(len(tickers), max(workers, -(-len(tickers) // size)))
     base, extra = divmod(len(tickers), count) if count else (0, 0)
     bounds = [position * base + min(position, extra) for position in range(count + 1)]
-    return [tickers[start:end] for start, end in zip(bounds, bounds[1:])]
+    return [tickers[start:end] for start, end in itertools.pairwise(bounds)]
 
 
 def batch_label(batch: list[str]) -> str:

@@ -73,7 +73,10 @@ def test_flow_runs_spread_over_both_workers(stack):
         f"{api}/flow_runs/filter", json.dumps({"deployments": {"id": {"any_": [deployment["id"]]}}}).encode()
     )
     runs = json.loads(body)
-    assert sorted(run["name"] for run in runs) == [f"train-AAPL,MSFT,IBM-{AS_OF}", f"train-GOOG,FB-{AS_OF}"]  # a batch each
+    assert sorted(run["name"] for run in runs) == [
+        f"train-AAPL,MSFT,IBM-{AS_OF}",
+        f"train-GOOG,FB-{AS_OF}",
+    ]  # a batch each
     assert {run["state_type"] for run in runs} == {"COMPLETED"}
     assert {run["work_pool_name"] for run in runs} == {"stockops"}
     by_worker = {name: stack.worker_runs(name) for name in ("worker-1", "worker-2")}
