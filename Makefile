@@ -56,11 +56,12 @@ format: $(STAMP) ## ruff format, clean notebooks, export
 	$(BIN)/nbdev-clean
 	$(BIN)/nbdev-export
 
-bench: $(STAMP) ## benchmarks: first training (< 3 min); daily run, plain vs Prefect + papermill; API vs bare FastAPI and MLflow (needs wrk); training on 1 vs 2 workers
+bench: $(STAMP) ## benchmarks: first training (< 3 min); daily run, plain vs Prefect + papermill; API vs bare FastAPI and MLflow (needs wrk); training on 1 vs 2 workers; 20/100/500 tickers (hours on 2 cores)
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/api.py
 	$(BIN)/python bench/scaleout.py
+	$(BIN)/python bench/universe.py
 
 lab: $(STAMP) ## JupyterLab on the workspace (127.0.0.1:8888)
 	$(BIN)/jupyter lab --no-browser --ip 127.0.0.1 --port 8888 --notebook-dir .

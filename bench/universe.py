@@ -112,7 +112,7 @@ from stockops.routine import PlainSteps, run_day
 settings = load_settings()
 day = run_day(PlainSteps(settings), settings, list(settings.universe), "{DAY}")
 out = {{"as_of": day.as_of, "retrained": len(day.retrained), "forecast": len(day.forecast),
-        "seconds": {{k: round(v, 1) for k, v in day.seconds.items()}}}}
+        "steps": {{k: round(v, 1) for k, v in day.seconds.items()}}}}
 """,
     "snapshot load": """
 import time
