@@ -34,9 +34,8 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="stockops-bench-"))
     seconds = {}
     if size:
-        universe_env, universe = make_workspace(size, root / "universe")
-        settings = {key[len("STOCKOPS_") :].lower(): value for key, value in universe_env.items()
-                    if key.startswith("STOCKOPS_") and key[len("STOCKOPS_") :].lower() in ("source", "csv_path", "universe", "indices")}  # fmt: skip
+        made, universe = make_workspace(size, root / "universe")
+        settings = {key: made[key] for key in ("source", "csv_path", "universe", "indices")}  # the rest: the stack's
         as_of = BEFORE
     else:
         settings, universe, as_of = SAMPLE_SETTINGS, SAMPLE_SETTINGS["universe"].split(", "), "2013-01-31"

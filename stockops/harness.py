@@ -19,7 +19,8 @@ from .config import environment_of
 from .processes import answers, free_port, start, stop, wait_for
 
 # %% auto #0
-__all__ = ['REPO', 'BIN', 'STOCKOPS', 'BUCKET', 'S3_CREDENTIALS', 'SAMPLE_SETTINGS', 'render_nginx', 'Service', 'NativeStack']
+__all__ = ['REPO', 'BIN', 'STOCKOPS', 'BUCKET', 'S3_CREDENTIALS', 'POOL', 'SAMPLE_SETTINGS', 'render_nginx', 'Service',
+           'NativeStack']
 
 # %% ../nbs/90_harness.ipynb #175a2deb
 REPO = Path(stockops.__file__).resolve().parent.parent
@@ -31,6 +32,7 @@ S3_CREDENTIALS = {  # throwaway test values for the local moto server, not secre
     "AWS_SECRET_ACCESS_KEY": "stockops-secret",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
+POOL = "stockops"  # the stack's process work pool, as docker-compose.yml names it
 SAMPLE_SETTINGS = {  # the bundled OHLCV set (five stocks to 2013-03-01) that the tests and stack benchmarks are written on
     "source": "sample",
     "universe": "AAPL, MSFT, IBM, GOOG, FB",
@@ -193,7 +195,7 @@ class NativeStack:
         if "mlflow" in self.ports:
             env["STOCKOPS_MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{self.ports['mlflow']}"
         if "prefect" in self.ports:
-            env |= {"STOCKOPS_PREFECT_API_URL": f"http://127.0.0.1:{self.ports['prefect']}/api", "STOCKOPS_PREFECT_WORK_POOL": "stockops"}  # fmt: skip
+            env |= {"STOCKOPS_PREFECT_API_URL": f"http://127.0.0.1:{self.ports['prefect']}/api", "STOCKOPS_PREFECT_WORK_POOL": POOL}  # fmt: skip
         return env | environment_of(self.settings | extra)
 
     def stockops(self, *args: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -218,7 +220,7 @@ class NativeStack:
         import json
         import urllib.request
 
-        url = f"http://127.0.0.1:{self.ports['prefect']}/api/work_pools/stockops/workers/filter"
+        url = f"http://127.0.0.1:{self.ports['prefect']}/api/work_pools/{POOL}/workers/filter"
         request = urllib.request.Request(url, data=b"{}", headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=10) as response:

@@ -192,7 +192,7 @@ def findings(report: IngestReport) -> list[str]:
         if health["missing_days"]:
             first = ", ".join(health["missing_days_first"][:3])
             lines.append(f"{ticker}: {health['missing_days']} trading day(s) missing, first {first}")
-        for note in health.get("notes", []):  # a report written before notes existed has none
+        for note in health["notes"]:
             notes.setdefault(note, []).append(ticker)
     for note, named in notes.items():  # a close-only set says the same of every ticker: once
         lines.append(f"note: {note} ({', '.join(named) if len(named) <= 5 else f'{len(named)} tickers'})")

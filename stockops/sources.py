@@ -343,10 +343,9 @@ def read_price_csv(
     parsed.attrs["ignored_columns"] = [str(c) for c in frame.columns if c not in found.values()]  # OpenInt, Dividends
     if "ticker" in found:
         symbols = frame[found["ticker"]].str.strip().str.upper()
-        groups = {validate_ticker(symbol): part for symbol, part in parsed.groupby(symbols, sort=False)}
-        groups = {symbol: part.reset_index(drop=True) for symbol, part in groups.items()}
+        groups = {validate_ticker(s): part.reset_index(drop=True) for s, part in parsed.groupby(symbols, sort=False)}
         for part in groups.values():
-            part.attrs = dict(parsed.attrs)
+            part.attrs = dict(parsed.attrs)  # each ticker's part keeps what the file said (its ignored columns)
         return _pick(groups, ticker, path)
     if ticker is None and named is not None:
         return {validate_ticker(named): parsed}

@@ -1,6 +1,6 @@
 """The daily routine's entry points: the `source` setting (a folder of CSV files, Yahoo through recorded answers)
-reaches the ETL from `stockops run` and from the scheduled deployment; a run "up to today" is filed and logged under the trading day it loaded; settings reach a runbook's
-kernel whole, secrets by its environment only."""
+reaches the ETL from `stockops run` and from the scheduled deployment; a run "up to today" is filed and logged under
+the trading day it loaded; settings reach a runbook's kernel whole, secrets by its environment only."""
 
 import json
 import os
