@@ -9,6 +9,7 @@ import datetime as dt
 import logging
 import threading
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -19,13 +20,13 @@ import pandas as pd
 from .calendar import calendar_name
 from .config import BadInput, Settings, validate_ticker
 from .features import known_at_close, make_features
-from .files import utc_now
+from .files import read_jsonl, utc_now
 from .forecast import forecast_records, load_champion, prediction_log
 from .prices import PriceStore
-from .tracking import promotion_log
+from .tracking import promotion_log_path
 
 # %% auto #0
-__all__ = ['monitor_files', 'workspace_fingerprint', 'run_metrics', 'candidate_table', 'backtest_evidence', 'backtest_verdict',
+__all__ = ['monitor_files', 'workspace_fingerprint', 'candidate_table', 'run_candidates', 'backtest_evidence', 'backtest_verdict',
            'live_verdict', 'TickerView', 'Snapshot', 'load_snapshot', 'ServingState', 'Predictor']
 
 # %% ../nbs/65_serving.ipynb #cdd0b301
@@ -53,19 +54,6 @@ def workspace_fingerprint(settings: Settings) -> tuple:
     return tuple(stamps + PriceStore.from_settings(settings).stamps())
 
 # %% ../nbs/65_serving.ipynb #f5e6154b
-_RUN_METRICS: dict[tuple[str, str], dict[str, float]] = {}  # (tracking uri, run id) -> metrics; runs are immutable
-
-
-def run_metrics(settings: Settings, run_id: str) -> dict[str, float]:
-    "The metrics of an MLflow run (cached per process)."
-    key = (settings.tracking_uri, run_id)
-    if key not in _RUN_METRICS:
-        from stockops.tracking import mlflow_client
-
-        _RUN_METRICS[key] = dict(mlflow_client(settings).get_run(run_id).data.metrics)
-    return _RUN_METRICS[key]
-
-
 def candidate_table(metrics: dict[str, float]) -> pd.DataFrame:
     "One row per (horizon, family): walk-forward metrics over the whole backtest and the recent window."
     rows: dict[tuple[int, str], dict] = {}
@@ -80,6 +68,19 @@ def candidate_table(metrics: dict[str, float]) -> pd.DataFrame:
         row[f"recent_{metric}" if recent else metric] = value
     table = pd.DataFrame(list(rows.values()))
     return table.sort_values(["horizon", "family"]).reset_index(drop=True) if len(table) else table
+
+
+_RUN_CANDIDATES: dict[tuple[str, str], pd.DataFrame] = {}  # (tracking uri, run id) -> table; runs are immutable
+
+
+def run_candidates(settings: Settings, run_id: str) -> pd.DataFrame:
+    "The `candidate_table` of an MLflow run's metrics, read once per process (a run never changes; do not modify it)."
+    key = (settings.tracking_uri, run_id)
+    if key not in _RUN_CANDIDATES:
+        from stockops.tracking import mlflow_client
+
+        _RUN_CANDIDATES[key] = candidate_table(dict(mlflow_client(settings).get_run(run_id).data.metrics))
+    return _RUN_CANDIDATES[key]
 
 
 def backtest_evidence(candidates: pd.DataFrame, families: dict[int, str], window_days: int) -> dict[int, dict]:
@@ -229,15 +230,18 @@ class TickerView:
 _log = logging.getLogger("stockops.serving")
 
 
-def _latest_monitor(settings: Settings, ticker: str) -> tuple[dict | None, Path | None]:
+def _latest_monitors(settings: Settings, tickers: set[str]) -> dict[str, tuple[dict, Path]]:
+    "Each ticker's newest monitoring summary and its path (one listing of each day's folder, newest day first)."
     import json
 
-    folder = settings.reports_dir / "drift"
+    folder, found = settings.reports_dir / "drift", {}
     for day in sorted(folder.glob("????-??-??"), reverse=True) if folder.is_dir() else []:
-        path = day / f"{ticker}.json"
-        if path.is_file():
-            return json.loads(path.read_text()), path
-    return None, None
+        for path in day.glob("*.json"):
+            if path.stem in tickers and path.stem not in found:
+                found[path.stem] = (json.loads(path.read_text()), path)
+        if len(found) == len(tickers):
+            break
+    return found
 
 
 @dataclass(frozen=True)
@@ -258,26 +262,32 @@ def load_snapshot(settings: Settings) -> Snapshot:
     "Read the workspace's stored results into a `Snapshot` (the fingerprint is taken first, so a write during the read shows up as a change next time)."
     fingerprint = workspace_fingerprint(settings)
     store = PriceStore.from_settings(settings)
-    promotions = promotion_log(settings)
-    histories = {ticker: store.load(ticker) for ticker in store.tickers()}
+    promotions: dict[str, list[dict]] = {}  # the promotion log by ticker, oldest first
+    for record in read_jsonl(promotion_log_path(settings)):
+        promotions.setdefault(record["ticker"], []).append(record)
+    tickers = store.tickers()
+    with ThreadPoolExecutor(4) as pool:  # Parquet reads release the GIL
+        histories = dict(zip(tickers, pool.map(store.load, tickers), strict=True))
+        logs = dict(zip(tickers, pool.map(lambda ticker: prediction_log(settings, ticker), tickers), strict=True))
     calendars = {ticker: calendar_name(ticker, settings) for ticker in histories}
+    monitors = _latest_monitors(settings, set(histories))
     views = {}
     for ticker, history in histories.items():
         if history.empty:
             continue
-        records = promotions[promotions["ticker"] == ticker].to_dict(orient="records") if len(promotions) else []
+        records = promotions.get(ticker, [])
         live = [r for r in records if r.get("to_version")]
         champion = live[-1] if live else None
         candidates = pd.DataFrame()
         if champion is not None:
             run = next((r for r in records if r.get("candidate_version") == champion["to_version"]), champion)
             try:
-                candidates = candidate_table(run_metrics(settings, run["run_id"]))
+                candidates = run_candidates(settings, run["run_id"])
             except Exception as error:  # the registry is down: serve forecasts without the backtest evidence
                 _log.warning("no backtest evidence for %s: %s", ticker, error)
-        monitor, monitor_path = _latest_monitor(settings, ticker)
+        monitor, monitor_path = monitors.get(ticker, (None, None))
         views[ticker] = TickerView(
-            ticker, history, prediction_log(settings, ticker), champion, records, monitor, monitor_path, candidates,
+            ticker, history, logs[ticker], champion, records, monitor, monitor_path, candidates,
             histories, calendars, int(champion.get("recent_window_days") or 252) if champion else 252,
         )  # fmt: skip
     return Snapshot(fingerprint, utc_now(), views, settings.monitor_window)
