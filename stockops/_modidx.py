@@ -449,6 +449,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'stockops.serving.candidate_table': ('serving.html#candidate_table', 'stockops/serving.py'),
                                   'stockops.serving.live_verdict': ('serving.html#live_verdict', 'stockops/serving.py'),
                                   'stockops.serving.load_snapshot': ('serving.html#load_snapshot', 'stockops/serving.py'),
+                                  'stockops.serving.monitor_days': ('serving.html#monitor_days', 'stockops/serving.py'),
                                   'stockops.serving.monitor_files': ('serving.html#monitor_files', 'stockops/serving.py'),
                                   'stockops.serving.run_candidates': ('serving.html#run_candidates', 'stockops/serving.py'),
                                   'stockops.serving.workspace_fingerprint': ('serving.html#workspace_fingerprint', 'stockops/serving.py')},

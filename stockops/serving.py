@@ -26,15 +26,19 @@ from .prices import PriceStore
 from .tracking import promotion_log_path
 
 # %% auto #0
-__all__ = ['monitor_files', 'workspace_fingerprint', 'candidate_table', 'run_candidates', 'backtest_evidence', 'backtest_verdict',
-           'live_verdict', 'TickerView', 'Snapshot', 'load_snapshot', 'ServingState', 'Predictor']
+__all__ = ['monitor_days', 'monitor_files', 'workspace_fingerprint', 'candidate_table', 'run_candidates', 'backtest_evidence',
+           'backtest_verdict', 'live_verdict', 'TickerView', 'Snapshot', 'load_snapshot', 'ServingState', 'Predictor']
 
 # %% ../nbs/65_serving.ipynb #cdd0b301
+def monitor_days(settings: Settings) -> list[Path]:
+    "The monitoring reports' as-of day folders, oldest first."
+    folder = settings.reports_dir / "drift"
+    return sorted(p for p in folder.glob("????-??-??") if p.is_dir()) if folder.is_dir() else []
+
+
 def monitor_files(settings: Settings, days: int = 5) -> list[Path]:
     "The monitoring summaries of the last `days` as-of days, newest day last."
-    folder = settings.reports_dir / "drift"
-    dates = sorted(p for p in folder.glob("????-??-??") if p.is_dir()) if folder.is_dir() else []
-    return [path for day in dates[-days:] for path in sorted(day.glob("*.json"))]
+    return [path for day in monitor_days(settings)[-days:] for path in sorted(day.glob("*.json"))]
 
 
 def workspace_fingerprint(settings: Settings) -> tuple:
@@ -234,8 +238,8 @@ def _latest_monitors(settings: Settings, tickers: set[str]) -> dict[str, tuple[d
     "Each ticker's newest monitoring summary and its path (one listing of each day's folder, newest day first)."
     import json
 
-    folder, found = settings.reports_dir / "drift", {}
-    for day in sorted(folder.glob("????-??-??"), reverse=True) if folder.is_dir() else []:
+    found = {}
+    for day in reversed(monitor_days(settings)):
         for path in day.glob("*.json"):
             if path.stem in tickers and path.stem not in found:
                 found[path.stem] = (json.loads(path.read_text()), path)
