@@ -14,16 +14,19 @@ from .cli import AsOf, Experiment, Tickers, command, progress, stdout_console, t
 from .config import BadInput, Settings, parse_date, validate_ticker
 
 # %% auto #0
-__all__ = ['EVIDENCE_NUMBERS', 'FORECAST_NUMBERS', 'PROMOTION_COLUMNS', 'evidence_table', 'train', 'forecast_table', 'forecast',
-           'models']
+__all__ = ['EVIDENCE_NUMBERS', 'FORECAST_NUMBERS', 'PROMOTION_COLUMNS', 'evidence_table', 'train', 'forecast_table',
+           'trained_line', 'forecast', 'models']
 
 # %% ../nbs/80b_cli_models.ipynb #95f6e2e5
-EVIDENCE_NUMBERS = ("h", "MASE", "recent MASE", "hit rate [95% CI]", "cover 90%", "Winkler 90%")
+EVIDENCE_NUMBERS = ("h", "MASE", "recent MASE", "DM p", "hit rate [95% CI]", "cover 90%", "Winkler 90%")
 
 
 def evidence_table(result):
-    "A training result's walk-forward evidence against the random walk, one row per family and horizon."
+    """A training result's walk-forward evidence against the random walk, one row per family and horizon; DM p is the
+    recent window's one-sided Diebold-Mariano p-value that the family's MAE is below naive's."""
     import pandas as pd
+
+    from stockops.evaluate import format_p
 
     def shown(value: float, spec: str) -> str:
         return "" if value != value else format(value, spec)
@@ -31,7 +34,12 @@ def evidence_table(result):
     rows = []
     for row in result.summary().sort_values(["horizon", "family"]).itertuples(index=False):
         hit = "n/a" if row.hit_rate != row.hit_rate else f"{row.hit_rate:.1%} [{row.hit_low:.1%}, {row.hit_high:.1%}]"
-        values = [str(row.horizon), row.family, f"{row.mase:.3f}", f"{row.recent_mase:.3f}", hit]
+        p = (
+            ""
+            if row.recent_dm_p != row.recent_dm_p
+            else format_p(row.recent_dm_p).removeprefix("p ").removeprefix("= ")
+        )
+        values = [str(row.horizon), row.family, f"{row.mase:.3f}", f"{row.recent_mase:.3f}", p, hit]
         values += [shown(row.coverage_90, ".1%"), shown(row.winkler_90, ".4f"), "chosen" if row.chosen else ""]
         rows.append(values)
     frame = pd.DataFrame(rows, columns=["h", "family", *EVIDENCE_NUMBERS[1:], ""])
@@ -41,6 +49,8 @@ def evidence_table(result):
 # %% ../nbs/80b_cli_models.ipynb #1173e89e
 def _report_training(console, result, plan) -> None:
     "What one ticker's training found and decided, in words under its evidence table."
+    import pandas as pd
+
     console.print(evidence_table(result))
     for note in result.notes:
         console.print(f"  note: {note}")
@@ -50,12 +60,16 @@ def _report_training(console, result, plan) -> None:
         if (result.metrics["family"] != "naive").any():
             console.print(
                 f"  The random walk wins for {result.ticker}: no candidate beat the naive forecast by "
-                f"{plan.margin:.0%} on the last {plan.recent_days} trading days and over the whole backtest."
+                f"{plan.margin:.0%} on the last {plan.recent_days} trading days with a Diebold-Mariano p below "
+                f"{plan.alpha} (adjusted for the number of candidates) and over the whole backtest."
             )
         else:  # a contest that did not happen is not a win
             console.print(
                 f"  No candidate was evaluated for {result.ticker}: naive is the champion by default, not by evidence."
             )
+    for row in (result.pooled_ic if result.pooled_ic is not None else pd.DataFrame()).itertuples(index=False):
+        console.print(f"  {row.family} h={row.horizon}: daily rank IC across the universe {row.ic_mean:+.3f} "
+                      f"(ICIR {row.icir:+.2f}, positive on {row.positive:.0%} of {row.days} days)")  # fmt: skip
     console.print(f"  champion: v{result.champion_after}  run: {result.run_id}  intervals: {result.interval_methods}\n")
 
 
@@ -134,6 +148,13 @@ def forecast_table(ticker: str, rows):
     return table_of(frame, title=title, right=FORECAST_NUMBERS)
 
 
+def trained_line(rows) -> str:
+    "What the forecast's model was trained on, in words: a forecast as of a day is made by that day's champion."
+    first = rows.iloc[0]
+    return (f"{first['model']} v{first['model_version']} was trained as of {first['trained_as_of']}: the champion live "
+            f"on {first['as_of'].date()}")  # fmt: skip
+
+
 @command
 def forecast(settings: Settings, tickers: Tickers = None, as_of: AsOf = None):
     "Forecast every horizon with the champion (prices, 80/90% intervals) and append to the prediction log."
@@ -143,7 +164,9 @@ def forecast(settings: Settings, tickers: Tickers = None, as_of: AsOf = None):
 
     console = stdout_console()
     for ticker in symbols:
-        console.print(forecast_table(ticker, make_forecast(ticker, day, settings)))
+        rows = make_forecast(ticker, day, settings)
+        console.print(forecast_table(ticker, rows))
+        console.print(f"  {trained_line(rows)}")
     console.print(f"prediction log: {settings.data_dir / 'predictions'}")
 
 # %% ../nbs/80b_cli_models.ipynb #1a9e2832

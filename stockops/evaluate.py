@@ -22,8 +22,8 @@ from .splits import WalkForward
 
 # %% auto #0
 __all__ = ['INDEX_FEATURES', 'POOLED_FAMILIES', 'FOLD_CACHE_SIZE', 'FOLD_CACHE_STATS', 'modelling_table', 'fit_workers',
-           'fit_pool', 'clear_fold_cache', 'backtest', 'wilson_interval', 'score_predictions', 'recent',
-           'backtest_figure']
+           'fit_pool', 'clear_fold_cache', 'backtest', 'long_run_sums', 'effective_size', 'wilson_interval',
+           'proportion_interval', 'dm_pvalue', 'format_p', 'dm_test', 'score_predictions', 'recent', 'backtest_figure']
 
 # %% ../nbs/32_evaluate.ipynb #c9d88113
 INDEX_FEATURES = ("index_ret_lag0", "index_ret_5d", "index_vol_20d")
@@ -143,6 +143,7 @@ def backtest(
     models = {"naive": {}} | dict(models)
     X = features.to_numpy(dtype="float64")
     sigma = features["vol_ewma"].to_numpy()
+    long = features["vol_long"].to_numpy() if "vol_long" in features else np.full(len(features), np.nan)
     plan, folds_table, predicted, pooled, ys = [], [], {}, {}, {}
     workers = fit_workers(workers)
     pool = workers > 1
@@ -176,28 +177,111 @@ def backtest(
             for (_, key), values in zip(batch, job.result(), strict=True):
                 predicted[key] = _keep(key, values)
     rows = [pd.DataFrame({"family": family, "horizon": horizon, "fold": fold.number, "date": features.index[fold.test],
-                          "pos": fold.test, "y_true": y[fold.test], "y_pred": predicted[key], "sigma_daily": sigma[fold.test]})
+                          "pos": fold.test, "y_true": y[fold.test], "y_pred": predicted[key], "sigma_daily": sigma[fold.test],
+                          "sigma_long": long[fold.test]})
             for family, horizon, fold, y, key in plan]  # fmt: skip
-    columns = ["family", "horizon", "fold", "date", "pos", "y_true", "y_pred", "sigma_daily"]
+    columns = ["family", "horizon", "fold", "date", "pos", "y_true", "y_pred", "sigma_daily", "sigma_long"]
     predictions = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=columns)
     return predictions, pd.DataFrame(folds_table)
 
+# %% ../nbs/32_evaluate.ipynb #99bc5f2f
+def long_run_sums(
+    values: np.ndarray,  # the series of every group, each group's values contiguous and in time order
+    groups: np.ndarray,  # each value's group, 0 .. count-1
+    lags: np.ndarray | int,  # autocovariance lags per group (h - 1 for h-day targets)
+    count: int | None = None,  # the number of groups (default: the largest code + 1)
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per group: its size n, its mean and its long-run variance (the variance of sqrt(n) x the mean): the variance
+    plus twice the first `lags` autocovariances, with Bartlett (Newey-West) weights where that sum is not positive."""
+    values, groups = np.asarray(values, dtype="float64"), np.asarray(groups)
+    count = int(groups.max()) + 1 if count is None and len(groups) else (count or 0)
+    lags = np.broadcast_to(np.asarray(lags, dtype=int), (count,))
+    n = np.bincount(groups, minlength=count).astype("float64")
+    mean = np.bincount(groups, values, minlength=count) / np.where(n > 0, n, np.nan)
+    centred = values - mean[groups]
+    gamma0 = np.bincount(groups, centred**2, minlength=count).astype("float64")  # (an empty series counts in ints)
+    uniform, bartlett = gamma0.copy(), gamma0.copy()
+    for k in range(1, int(lags.max(initial=0)) + 1):
+        same = groups[k:] == groups[:-k]
+        gamma = np.bincount(groups[k:][same], (centred[k:] * centred[:-k])[same], minlength=count)
+        used = k <= lags
+        uniform += np.where(used, 2 * gamma, 0)
+        bartlett += np.where(used, 2 * (1 - k / (lags + 1)) * gamma, 0)
+    total = np.where(uniform > 0, uniform, bartlett)
+    return n, mean, total / np.where(n > 0, n, np.nan)
+
+
+def effective_size(n, p, lrv, most=None):
+    """How many independent 0/1 indicators a series of n overlapping values with mean p and long-run variance `lrv`
+    is worth: n x p(1-p) / lrv, at most `most` (default n; for a series of daily means, the indicators behind them)."""
+    n, p, lrv = (np.asarray(x, dtype="float64") for x in (n, p, lrv))
+    variance = p * (1 - p)
+    ratio = np.divide(variance, lrv, out=np.ones_like(variance), where=lrv > 0)
+    return np.minimum(n if most is None else most, n * ratio)
+
+
+def wilson_interval(hits, n, z: float = 1.96):
+    "95% Wilson score interval for a proportion (`hits` of `n`, which may be effective, fractional counts); NaN where n = 0."
+    hits, n = np.asarray(hits, dtype="float64"), np.asarray(n, dtype="float64")
+    safe = np.where(n > 0, n, np.nan)
+    p = hits / safe
+    centre = (p + z**2 / (2 * safe)) / (1 + z**2 / safe)
+    half = z * np.sqrt(p * (1 - p) / safe + z**2 / (4 * safe**2)) / (1 + z**2 / safe)
+    return centre - half, centre + half
+
+
+def proportion_interval(indicators, horizon: int, days=None) -> tuple[float, float, float]:
+    """(proportion, low, high): a 95% interval for the mean of 0/1 indicators in time order that overlap by horizon - 1
+    days. With `days` (several tickers' indicators on the same days, which move together), the series is their mean
+    per day."""
+    indicators = np.asarray(indicators, dtype="float64")
+    if not len(indicators):
+        return (np.nan, np.nan, np.nan)
+    series = indicators if days is None else pd.Series(indicators).groupby(np.asarray(days)).mean().to_numpy()
+    n, p, lrv = long_run_sums(series, np.zeros(len(series), dtype=int), horizon - 1, 1)
+    size = effective_size(n, p, lrv, most=len(indicators))
+    low, high = wilson_interval(p * size, size)
+    return float(p[0]), float(low[0]), float(high[0])
+
+
+def dm_pvalue(mean_d, lrv, n, horizon):
+    """Diebold-Mariano statistic and one-sided p-value that the first forecast's loss is lower (mean loss difference
+    `mean_d` < 0), with Harvey, Leybourne and Newbold's small-sample correction and Student's t with n - 1 degrees of
+    freedom; NaN where the difference has no variance or the sample is too short for the horizon."""
+    from scipy.stats import t
+
+    mean_d, lrv, n, horizon = (np.asarray(x, dtype="float64") for x in (mean_d, lrv, n, horizon))
+    correction = (n + 1 - 2 * horizon + horizon * (horizon - 1) / np.where(n > 0, n, np.nan)) / n
+    ok = (lrv > 0) & (n > 1) & (correction > 0)
+    stat = np.where(ok, mean_d / np.sqrt(np.where(ok, lrv, 1) / np.where(ok, n, 1)), np.nan)
+    stat = stat * np.sqrt(np.where(ok, correction, np.nan))
+    return stat, np.where(ok, t.cdf(stat, np.maximum(n - 1, 1)), np.nan)
+
+
+def format_p(p: float) -> str:
+    "A p-value as a reader sees it: 'p = 0.41', 'p = 0.003', 'p < 0.001' ('p n/a' where there was no test)."
+    if p != p:
+        return "p n/a"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if p < 0.01 else f"p = {p:.2f}"
+
+
+def dm_test(first, second, horizon: int) -> tuple[float, float, int]:
+    "(statistic, one-sided p-value that `first` has the lower mean loss, n): Diebold-Mariano on two loss series in time order."
+    d = np.asarray(first, dtype="float64") - np.asarray(second, dtype="float64")
+    if not len(d):
+        return (np.nan, np.nan, 0)
+    n, mean, lrv = long_run_sums(d, np.zeros(len(d), dtype=int), horizon - 1, 1)
+    stat, p = dm_pvalue(mean, lrv, n, horizon)
+    return float(stat[0]), float(p[0]), len(d)
+
 # %% ../nbs/32_evaluate.ipynb #8ea1bef0
-def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    "95% Wilson score interval for a proportion."
-    if n == 0:
-        return (np.nan, np.nan)
-    p = hits / n
-    centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
-    half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
-    return (centre - half, centre + half)
-
-
 def score_predictions(
     scored: pd.DataFrame, levels: tuple[float, ...] = (0.8, 0.9), by: tuple[str, ...] = ("family", "horizon")
 ) -> pd.DataFrame:
-    """Metrics per group, MASE against the naive forecast on the same rows; interval metrics where intervals exist.
-    One grouped pass over per-row columns (a loop over groups took 1.3 s for the 500 folds of a 24-year backtest)."""
+    """Metrics per group, MASE against the naive forecast on the same rows with the Diebold-Mariano test of the MAE
+    difference (`dm_p`: one-sided, that the family's is lower; h-1 lags), the hit rate with its overlap-aware 95%
+    interval, and interval metrics where intervals exist. One grouped pass over per-row columns (a loop over groups
+    took 1.3 s for the 500 folds of a 24-year backtest)."""
     naive = scored[scored["family"] == "naive"].set_index(["horizon", "pos"])["y_true"].abs().rename("naive_abs")
     data = scored.join(naive, on=["horizon", "pos"])
     error = (data["y_true"] - data["y_pred"]).to_numpy()
@@ -222,12 +306,21 @@ def score_predictions(
         }
     groups = pd.DataFrame(parts).groupby(list(by), sort=True)
     sums, means, n = groups.sum(), groups.mean(), groups.size()
+    codes = groups.ngroup().to_numpy()  # each row's group, in the table's order
+    lags = np.zeros(len(n), dtype=int)
+    lags[codes] = data["horizon"].to_numpy() - 1  # overlapping h-day targets: h-1 autocovariances
+    order = np.lexsort((data["pos"].to_numpy(), codes))  # each group's rows contiguous, in time order
     table = pd.DataFrame({"n": n, "mae": means["abs"], "rmse": np.sqrt(means["sq"])})
     table["mase"] = table["mae"] / means["naive_abs"]
+    difference = (parts["abs"] - parts["naive_abs"])[order]
+    rows, mean_d, lrv = long_run_sums(difference, codes[order], lags, len(n))
+    table["dm_stat"], table["dm_p"] = dm_pvalue(mean_d, lrv, rows, lags + 1)
     calls, hits = sums["called"].astype(int), sums["hit"].astype(int)
     table["hit_rate"] = (hits / calls).where(calls > 0)
-    bounds = [wilson_interval(h, c) for h, c in zip(hits, calls, strict=True)]
-    table["hit_low"], table["hit_high"] = [b[0] for b in bounds], [b[1] for b in bounds]
+    on = order[called[order]]  # the days with a call, each group's in time order
+    count, rate, lrv = long_run_sums(parts["hit"][on], codes[on], lags, len(n))
+    size = effective_size(count, rate, lrv)
+    table["hit_low"], table["hit_high"] = wilson_interval(rate * size, size)
     for level in levels:
         tag = round(level * 100)
         has = sums[f"has_{tag}"]

@@ -28,8 +28,12 @@ class Experiment:
     start: dt.date | None
     splits: dict = field(default_factory=dict)  # WalkForward arguments (not the horizon)
     models: dict = field(default_factory=dict)  # family -> parameters
+    pooled: dict = field(
+        default_factory=dict
+    )  # pooled family (one model on every ticker's rows, stockops.pooled) -> parameters
     recent_days: int = 252
     margin: float = 0.01
+    alpha: float = 0.05  # the Diebold-Mariano test's level: a promotion must be significant at it
     levels: tuple[float, ...] = (0.8, 0.9)
     calibration_window: int = 1000
     min_calibration: int = 100
@@ -66,6 +70,36 @@ def _need(condition: bool, where: str, message: str) -> None:
         raise BadInput(f"{where}: {message}")
 
 
+def _number(section: dict, key: str, default, kind: type, where: str):
+    "`section[key]` (or `default`) as `kind`; a value that is not a number is named with where it was found."
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadInput(f"{where} {key}: expected a number, got {value!r}")
+    if kind is int and value != int(value):
+        raise BadInput(f"{where} {key}: expected a whole number, got {value!r}")
+    return kind(value)
+
+
+def _families(section: dict, where: str) -> dict[str, dict]:
+    "A `[models]` or `[pooled]` section, each family checked by building it: a built-in family or an estimator path."
+    families = {}
+    for family, params in section.items():
+        _need(isinstance(params, dict), f"{where}.{family}]", "expected a table of parameters")
+        _need(
+            family in MODEL_FACTORIES or "estimator" in params,
+            f"{where}.{family}]",
+            f"unknown family; known: {', '.join(MODEL_FACTORIES)}, or name any scikit-learn-compatible regressor: "
+            "estimator = 'sklearn.linear_model:Lasso' and params = {alpha = 0.001}",
+        )
+        _need(family != "naive", f"{where}.naive]", "naive is the random walk every family is judged against")
+        try:
+            make_model(family, **params)
+        except (TypeError, ValueError) as error:
+            raise BadInput(f"{where}.{family}]: {error}") from None
+        families[family] = dict(params)
+    return families
+
+
 def load_experiment(path: Path | str | None = None, settings: Settings | None = None) -> Experiment:
     "Parse and validate an experiment file (default: the `experiment` setting). Errors name the file and key."
     from stockops.config import load_settings
@@ -78,7 +112,7 @@ def load_experiment(path: Path | str | None = None, settings: Settings | None = 
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as error:
         raise BadInput(f"{path}: not valid TOML: {error}") from None
-    known = {"name", "horizons", "index", "start", "splits", "gate", "intervals", "models"}
+    known = {"name", "horizons", "index", "start", "splits", "gate", "intervals", "models", "pooled"}
     _need(not set(raw) - known, str(path), f"unknown key(s) {', '.join(sorted(set(raw) - known))}")
     horizons = tuple(sorted(set(raw.get("horizons") or settings.horizons)))
     _need(
@@ -103,27 +137,21 @@ def load_experiment(path: Path | str | None = None, settings: Settings | None = 
         WalkForward(horizon=max(horizons), **splits)
     except (TypeError, ValueError) as error:
         raise BadInput(f"{path} [splits]: {error}") from None
-    models = {name: dict(params) for name, params in raw.get("models", {}).items()}
-    for family, params in models.items():
-        _need(
-            family in MODEL_FACTORIES,
-            f"{path} [models.{family}]",
-            f"unknown family; known: {', '.join(MODEL_FACTORIES)}",
-        )
-        try:
-            make_model(family, **params)
-        except (TypeError, ValueError) as error:
-            raise BadInput(f"{path} [models.{family}]: {error}") from None
+    models, pooled = (_families(raw.get(section, {}), f"{path} [{section}") for section in ("models", "pooled"))
     gate, intervals = raw.get("gate", {}), raw.get("intervals", {})
     experiment = Experiment(
         name=str(raw.get("name", path.stem)), horizons=horizons, index=index, start=start, splits=splits, models=models,
-        recent_days=int(gate.get("recent_days", 252)), margin=float(gate.get("margin", 0.01)),
+        pooled=pooled,
+        recent_days=_number(gate, "recent_days", 252, int, f"{path} [gate]"),
+        margin=_number(gate, "margin", 0.01, float, f"{path} [gate]"),
+        alpha=_number(gate, "alpha", 0.05, float, f"{path} [gate]"),
         levels=tuple(float(level) for level in intervals.get("levels", (0.8, 0.9))),
-        calibration_window=int(intervals.get("calibration_window", 1000)),
-        min_calibration=int(intervals.get("min_calibration", 100)), source=str(path),
+        calibration_window=_number(intervals, "calibration_window", 1000, int, f"{path} [intervals]"),
+        min_calibration=_number(intervals, "min_calibration", 100, int, f"{path} [intervals]"), source=str(path),
     )  # fmt: skip
     _need(experiment.recent_days > 0, f"{path} [gate] recent_days", "expected a positive number of days")
     _need(0 <= experiment.margin < 0.5, f"{path} [gate] margin", "expected a fraction between 0 and 0.5")
+    _need(0 < experiment.alpha < 0.5, f"{path} [gate] alpha", "expected a test level between 0 and 0.5, like 0.05")
     _need(
         all(0.5 <= level < 1 for level in experiment.levels),
         f"{path} [intervals] levels",

@@ -11,8 +11,8 @@ import pandas as pd
 from .calendar import calendar_name, session_closes, trading_days
 
 # %% auto #0
-__all__ = ['RETURN_LAGS', 'VOLATILITY_WINDOWS', 'MA_WINDOWS', 'log_returns', 'rsi', 'ewma_volatility', 'make_features',
-           'make_targets', 'known_at_close', 'index_as_known', 'assert_no_lookahead']
+__all__ = ['RETURN_LAGS', 'VOLATILITY_WINDOWS', 'MA_WINDOWS', 'log_returns', 'rsi', 'ewma_volatility', 'long_run_volatility',
+           'make_features', 'make_targets', 'known_at_close', 'index_as_known', 'assert_no_lookahead']
 
 # %% ../nbs/20_features.ipynb #9bd32928
 def log_returns(prices: pd.Series) -> pd.Series:
@@ -31,6 +31,12 @@ def rsi(prices: pd.Series, window: int = 14) -> pd.Series:
 def ewma_volatility(returns: pd.Series, decay: float = 0.94) -> pd.Series:
     "RiskMetrics EWMA volatility of daily log returns, as known at the close of each day."
     return np.sqrt((returns.fillna(0) ** 2).ewm(alpha=1 - decay, adjust=False).mean())
+
+
+def long_run_volatility(returns: pd.Series, decay: float = 0.996) -> pd.Series:
+    """The level volatility reverts to, as known at each close: the root of an exponentially weighted mean of squared
+    returns with a half-life of about 170 trading days (weights normalised, so early days are not biased)."""
+    return np.sqrt((returns**2).ewm(alpha=1 - decay, adjust=True, min_periods=20).mean())
 
 # %% ../nbs/20_features.ipynb #e3792231
 RETURN_LAGS = 5
@@ -53,6 +59,7 @@ def make_features(
     features |= {"ret_5d": np.log(close / close.shift(5)), "ret_20d": np.log(close / close.shift(20))}
     features |= {f"vol_{w}d": returns.rolling(w, min_periods=w).std() for w in VOLATILITY_WINDOWS}
     features["vol_ewma"] = ewma_volatility(returns)
+    features["vol_long"] = long_run_volatility(returns)
     features |= {f"ma_ratio_{w}d": np.log(close / close.rolling(w, min_periods=w).mean()) for w in MA_WINDOWS}
     features["rsi_14"] = rsi(close, 14)
     if volume.notna().all():  # close-only data (or volume on some days only): no volume feature rather than no rows

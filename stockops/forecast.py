@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 
 from .calendar import add_trading_days, calendar_name
-from .config import BadInput, Settings, validate_ticker
+from .config import Settings, validate_ticker
 from .features import index_as_known, make_features
 from .files import utc_now, write_parquet_atomic
 from .prices import require_prices
-from .tracking import live_champion, mlflow_client, model_name
+from .tracking import mlflow_client, model_name, promotion_records, require_champion
 
 # %% auto #0
 __all__ = ['FORECAST_KEY', 'load_champion', 'forecast_records', 'forecast_rows', 'forecast', 'append_predictions',
@@ -28,16 +28,15 @@ _LOADED: dict[tuple[str, str, str], object] = {}  # (tracking uri, model, versio
 def load_champion(
     ticker: str,
     settings: Settings,
-    version: str | None = None,  # a registered version; default: the champion the promotion log says is live
+    version: str | None = None,  # a registered version; default: the champion the promotion log says is live on `day`
+    day: dt.date | str | None = None,  # default: now
 ):
-    "The champion pyfunc of `ticker` and its ModelVersion; `BadInput` when none has been trained."
+    """The champion pyfunc of `ticker` and its ModelVersion; `BadInput` when none has been trained, or none was live on
+    `day` (a forecast as of a day uses the champion of that day: a later one was trained on what came after)."""
     import mlflow
 
     if version is None:
-        record = live_champion(settings, ticker)
-        if record is None:
-            raise BadInput(f"no champion model for {ticker} yet: run `stockops train --tickers {ticker}` first")
-        version = str(record["to_version"])
+        version = str(require_champion(promotion_records(settings, ticker), ticker, day)["to_version"])
     model_version = mlflow_client(settings).get_model_version(model_name(ticker), str(version))
     key = (settings.tracking_uri, model_version.name, str(model_version.version))
     if key not in _LOADED:
@@ -56,9 +55,11 @@ def forecast_records(
     calendar_code: str,  # exchange calendar for the target dates
     horizons: list[int] | None = None,  # default: every horizon of the forecaster
 ) -> list[dict]:
-    "One record per horizon in price space: target date, forecast, 80/90% intervals, family, model version and run id."
+    """One record per horizon in price space: target date, forecast, 80/90% intervals, family, model version and run
+    id, and the day the model was trained as of (`trained_as_of`)."""
     raw = forecaster.predict_arrays(X, np.array([daily_sigma]), horizons)
     families, created = forecaster.families(), utc_now()
+    trained = forecaster.metadata.get("as_of") or version.tags.get("as_of")
     records = []
     for horizon, columns in raw.items():
         record = {"ticker": ticker, "as_of": day, "horizon": int(horizon),
@@ -68,7 +69,7 @@ def forecast_records(
             record[name] = last_close * float(np.exp(columns[name][0]))
         record |= {"log_return": float(columns["log_return"][0]), "sigma": float(columns["sigma"][0]),
                    "family": families[horizon], "model": version.name, "model_version": str(version.version),
-                   "run_id": version.run_id, "created_at": created}  # fmt: skip
+                   "run_id": version.run_id, "trained_as_of": trained, "created_at": created}  # fmt: skip
         records.append(record)
     return records
 
@@ -92,13 +93,14 @@ def forecast(
     settings: Settings | None = None,
     log: bool = True,  # append to the prediction log
 ) -> pd.DataFrame:
-    "One row per horizon: target date, price forecast and 80/90% intervals, the champion's version and run id."
+    """One row per horizon: target date, price forecast and 80/90% intervals, the version and run id of the champion
+    live on the as-of day, and the day it was trained as of."""
     from stockops.config import load_settings
 
     settings = settings or load_settings()
     ticker = validate_ticker(ticker)
     bars = require_prices(ticker, settings, end=as_of)
-    model, version = load_champion(ticker, settings)
+    model, version = load_champion(ticker, settings, day=None if as_of is None else bars["date"].max())
     forecaster = model.unwrap_python_model().forecaster
     index_bars = index_as_known(ticker, forecaster.metadata.get("index"), settings, end=bars["date"].max())
     features = make_features(bars, index_bars).iloc[[-1]]

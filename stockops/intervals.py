@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['conformal_quantile', 'interval_scale', 'winkler_score', 'online_intervals', 'simulate_returns']
+__all__ = ['INTERVAL_METHODS', 'REVERSION', 'conformal_quantile', 'reverting_variance', 'interval_scale', 'winkler_score',
+           'online_intervals', 'simulate_returns']
 
 # %% ../nbs/31_intervals.ipynb #3a1ec24e
 def conformal_quantile(scores: np.ndarray, level: float) -> float:
@@ -19,13 +20,36 @@ def conformal_quantile(scores: np.ndarray, level: float) -> float:
     return float(scores[rank - 1]) if 0 < rank <= len(scores) else float("inf")
 
 
-def interval_scale(sigma_daily: np.ndarray, horizon: int, method: str) -> np.ndarray:
-    "What residuals are divided by: EWMA volatility × √h (`ewma`) or 1 (`static`)."
+INTERVAL_METHODS = ("ewma", "static", "reverting")
+REVERSION = (
+    0.98  # daily persistence of a volatility shock in `reverting` (GARCH fits to daily stock returns: 0.97-0.99)
+)
+
+
+def reverting_variance(next_variance, long_run_variance, horizon: int, persistence: float = REVERSION):
+    """Variance of an h-day sum of returns whose daily variance is expected to revert geometrically from
+    `next_variance` (tomorrow's) to `long_run_variance`: h σ̄² + (σ₁² - σ̄²)(1 - φʰ)/(1 - φ), as GARCH(1,1) forecasts it."""
+    next_variance, long_run_variance = np.asarray(next_variance, "float64"), np.asarray(long_run_variance, "float64")
+    return horizon * long_run_variance + (next_variance - long_run_variance) * (1 - persistence**horizon) / (
+        1 - persistence
+    )
+
+
+def interval_scale(
+    sigma_daily: np.ndarray, horizon: int, method: str, sigma_long: np.ndarray | None = None
+) -> np.ndarray:
+    """What residuals are divided by: EWMA volatility × √h (`ewma`), 1 (`static`), or the h-day volatility of an EWMA
+    variance that reverts to the long-run level `sigma_long` (`reverting`)."""
     if method == "ewma":
         return np.asarray(sigma_daily, dtype="float64") * np.sqrt(horizon)
     if method == "static":
         return np.ones(len(sigma_daily))
-    raise ValueError(f"interval method must be ewma or static, got {method!r}")
+    if method == "reverting":
+        if sigma_long is None:
+            raise ValueError("the reverting interval method needs the long-run volatility (`vol_long`)")
+        sigma_daily, sigma_long = np.asarray(sigma_daily, "float64"), np.asarray(sigma_long, "float64")
+        return np.sqrt(reverting_variance(sigma_daily**2, sigma_long**2, horizon))
+    raise ValueError(f"interval method must be one of {', '.join(INTERVAL_METHODS)}, got {method!r}")
 
 
 def winkler_score(y: np.ndarray, lower: np.ndarray, upper: np.ndarray, level: float) -> np.ndarray:
@@ -35,9 +59,9 @@ def winkler_score(y: np.ndarray, lower: np.ndarray, upper: np.ndarray, level: fl
 
 # %% ../nbs/31_intervals.ipynb #6b9849e5
 def online_intervals(
-    predictions: pd.DataFrame,  # backtest rows: family, horizon, fold, pos, y_true, y_pred, sigma_daily
+    predictions: pd.DataFrame,  # backtest rows: family, horizon, fold, pos, y_true, y_pred, sigma_daily (and sigma_long)
     levels: tuple[float, ...] = (0.8, 0.9),
-    method: str = "ewma",  # ewma or static
+    method: str = "ewma",  # one of INTERVAL_METHODS
     window: int = 1000,  # most recent realised residuals used for calibration
     min_calibration: int = 100,  # fewer residuals than this: no interval yet (NaN)
 ) -> pd.DataFrame:
@@ -47,7 +71,8 @@ def online_intervals(
     y_pred = out["y_pred"].to_numpy()
     for (_, horizon), group in out.groupby(["family", "horizon"], sort=False):
         rows = group.index.to_numpy()  # positions in `out`, sorted by pos within the group
-        scale = interval_scale(group["sigma_daily"].to_numpy(), horizon, method)
+        long = group["sigma_long"].to_numpy() if "sigma_long" in group else None
+        scale = interval_scale(group["sigma_daily"].to_numpy(), horizon, method, long)
         scores = np.abs(group["y_true"].to_numpy() - group["y_pred"].to_numpy()) / scale
         realised_at = group["pos"].to_numpy() + horizon
         folds = group["fold"].to_numpy()

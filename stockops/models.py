@@ -11,8 +11,11 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin
 
+from .intervals import interval_scale
+
 # %% auto #0
-__all__ = ['MODEL_FACTORIES', 'FAMILIES', 'ZeroReturn', 'MeanReturn', 'make_model', 'HorizonModel', 'Forecaster']
+__all__ = ['MODEL_FACTORIES', 'FAMILIES', 'ZeroReturn', 'MeanReturn', 'estimator_from_path', 'SelectColumns', 'make_model',
+           'HorizonModel', 'Forecaster']
 
 # %% ../nbs/30_models.ipynb #a41b66c8
 class ZeroReturn(RegressorMixin, BaseEstimator):
@@ -88,8 +91,63 @@ MODEL_FACTORIES = {
 FAMILIES = tuple(MODEL_FACTORIES)
 
 
+def estimator_from_path(path: str, params: dict | None = None) -> BaseEstimator:
+    """A scikit-learn-compatible regressor named by import path, `module:Class` (`sklearn.linear_model:Lasso`), with
+    `params`, behind a median imputer and a standard scaler (features have gaps where the market index has none, and
+    linear models want comparable scales). `ValueError` naming what is wrong: the path, the class, a parameter."""
+    import importlib
+
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    module_name, _, name = str(path).partition(":")
+    if not module_name or not name:
+        raise ValueError(f"estimator {path!r}: expected an import path like 'sklearn.linear_model:Lasso'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ValueError(f"estimator {path!r}: cannot import {module_name} ({error})") from None
+    factory = getattr(module, name, None)
+    if factory is None:
+        raise ValueError(f"estimator {path!r}: {module_name} has no {name}")
+    if not (isinstance(factory, type) and all(hasattr(factory, m) for m in ("fit", "predict", "get_params"))):
+        raise ValueError(
+            f"estimator {path!r} is not a scikit-learn-compatible estimator class (fit, predict, get_params)"
+        )
+    if not isinstance(params or {}, dict):
+        raise ValueError(f"estimator {path!r}: params must be a table of parameters, got {params!r}")
+    try:
+        estimator = factory(**(params or {}))
+        if hasattr(estimator, "_validate_params"):  # scikit-learn checks types and ranges before it fits
+            estimator._validate_params()
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"estimator {path!r}: {error}") from None
+    return make_pipeline(SimpleImputer(strategy="median"), StandardScaler(), estimator)
+
+
+class SelectColumns(RegressorMixin, BaseEstimator):
+    "A model that reads only its `columns` (positions) of each feature row: a pooled model shares some of a ticker's features."
+
+    def __init__(self, model=None, columns=()):
+        self.model, self.columns = model, columns
+
+    def fit(self, X, y):
+        self.model.fit(np.asarray(X)[:, list(self.columns)], y)
+        return self
+
+    def predict(self, X):
+        return self.model.predict(np.asarray(X)[:, list(self.columns)])
+
+
 def make_model(family: str, **params) -> BaseEstimator:
-    "A fresh, unfitted estimator of `family` with `params` (a family can be added to `MODEL_FACTORIES`)."
+    """A fresh, unfitted estimator of `family` with `params` (a family can be added to `MODEL_FACTORIES`), or, when
+    `params` names an `estimator` by import path, that estimator with `params["params"]`."""
+    if "estimator" in params:
+        unknown = sorted(set(params) - {"estimator", "params"})
+        if unknown:
+            raise ValueError(f"unknown key(s) {', '.join(unknown)} beside estimator (its parameters go in params)")
+        return estimator_from_path(params["estimator"], params.get("params"))
     factory = MODEL_FACTORIES.get(family)
     if factory is None:
         raise ValueError(f"unknown model family {family!r}; known: {', '.join(MODEL_FACTORIES)}")
@@ -105,7 +163,7 @@ class HorizonModel:
     params: dict
     estimator: BaseEstimator
     quantiles: dict[float, float]  # level -> conformal quantile of |residual| / sigma
-    interval_method: str = "ewma"  # "ewma": width scales with sigma; "static": fixed width (sigma = 1)
+    interval_method: str = "ewma"  # one of stockops.intervals.INTERVAL_METHODS: what the width scales with
     calibration_size: int = 0  # residuals behind the quantiles
 
 
@@ -149,7 +207,8 @@ class Forecaster:
         for horizon in horizons or self.horizons:
             model = self.models[horizon]
             point = model.estimator.predict(X)
-            sigma = daily_sigma * np.sqrt(horizon) if model.interval_method == "ewma" else np.ones(len(X))
+            long = X[:, self.feature_names.index("vol_long")] if model.interval_method == "reverting" else None
+            sigma = interval_scale(daily_sigma, horizon, model.interval_method, long)
             columns = {"log_return": point, "sigma": sigma}
             for level, quantile in sorted(model.quantiles.items()):
                 tag = f"{round(level * 100)}"

@@ -14,6 +14,7 @@ import pandas as pd
 
 from .calendar import calendar_name, trading_days
 from .config import Settings, validate_ticker
+from .evaluate import dm_test, proportion_interval
 from .features import make_features
 from .files import write_json_atomic
 from .forecast import prediction_log
@@ -53,9 +54,12 @@ def realised_forecasts(ticker: str, as_of: dt.date | str, settings: Settings) ->
 
 
 def live_performance(ticker: str, as_of: dt.date | str, settings: Settings) -> pd.DataFrame:
-    "Per horizon, over forecasts realised in the last `monitor_window` trading days: live MAE, naive's MAE on the same days, coverage."
+    """Per horizon, over forecasts realised in the last `monitor_window` trading days: live MAE, naive's MAE on the
+    same days with the Diebold-Mariano p-value that the live MAE is lower (`dm_p`), and coverage, the 90% level's with
+    its overlap-aware 95% interval (a month of realised forecasts pins coverage to about +-10 points)."""
     realised = realised_forecasts(ticker, as_of, settings)
-    columns = ["horizon", "n", "live_mae", "naive_mae", "mae_ratio", "coverage_80", "coverage_90"]
+    columns = ["horizon", "n", "live_mae", "naive_mae", "mae_ratio", "dm_p", "coverage_80", "coverage_90",
+               "coverage_90_low", "coverage_90_high"]  # fmt: skip
     if realised.empty:
         return pd.DataFrame(columns=columns)
     window = trading_days(
@@ -65,10 +69,14 @@ def live_performance(ticker: str, as_of: dt.date | str, settings: Settings) -> p
     realised = realised[pd.to_datetime(realised["target_date"]).isin(recent_days)]
     rows = []
     for horizon, group in realised.groupby("horizon"):
+        group = group.sort_values("as_of")  # consecutive h-day forecasts overlap: the tests need them in time order
         live, naive = group["error"].mean(), group["naive_error"].mean()
+        coverage, low, high = proportion_interval(group["covered_90"].astype(float), int(horizon))
         rows.append({"horizon": int(horizon), "n": len(group), "live_mae": live, "naive_mae": naive,
                      "mae_ratio": live / naive if naive > 0 else np.nan,
-                     "coverage_80": group["covered_80"].mean(), "coverage_90": group["covered_90"].mean()})  # fmt: skip
+                     "dm_p": dm_test(group["error"], group["naive_error"], int(horizon))[1],
+                     "coverage_80": group["covered_80"].mean(), "coverage_90": coverage, "coverage_90_low": low,
+                     "coverage_90_high": high})  # fmt: skip
     return pd.DataFrame(rows, columns=columns)
 
 # %% ../nbs/50_monitor.ipynb #e0dec211

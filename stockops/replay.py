@@ -17,6 +17,7 @@ import pandas as pd
 
 from .calendar import calendar_name, trading_days
 from .config import BadInput, Settings, parse_tickers
+from .evaluate import dm_test, proportion_interval
 from .experiment import Experiment
 from .files import write_json_atomic
 from .monitor import realised_forecasts
@@ -105,6 +106,14 @@ def _summarise(errors: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:
         n=("error", "size"), mae=("error", "mean"), naive_mae=("naive_error", "mean"),
         coverage_80=("covered_80", "mean"), coverage_90=("covered_90", "mean")).reset_index()  # fmt: skip
     summary["mase"] = summary["mae"] / summary["naive_mae"]
+    tested = {}  # the tickers' errors on a day move together, and h-day forecasts overlap: test the daily means
+    for (policy, horizon), group in errors.groupby(["policy", "horizon"]):
+        daily = group.groupby("target_date")[["error", "naive_error"]].mean().sort_index()
+        _, low, high = proportion_interval(group["covered_90"].astype(float), int(horizon), group["target_date"])
+        tested[policy, horizon] = (dm_test(daily["error"], daily["naive_error"], int(horizon))[1], low, high)
+    keys = list(zip(summary["policy"], summary["horizon"], strict=True))
+    for position, column in enumerate(("dm_p", "coverage_90_low", "coverage_90_high")):
+        summary[column] = [tested[key][position] for key in keys]
     retrains = steps.groupby("policy")["retrained"].sum()
     summary["retrains"] = summary["policy"].map(retrains)
     return summary

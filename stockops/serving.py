@@ -19,15 +19,17 @@ import pandas as pd
 
 from .calendar import calendar_name
 from .config import BadInput, Settings, validate_ticker
+from .evaluate import format_p
 from .features import known_at_close, make_features
 from .files import read_jsonl, utc_now
 from .forecast import forecast_records, load_champion, prediction_log
 from .prices import PriceStore
-from .tracking import promotion_log_path
+from .tracking import champion_in, promotion_log_path, require_champion
 
 # %% auto #0
-__all__ = ['monitor_days', 'monitor_files', 'workspace_fingerprint', 'candidate_table', 'run_candidates', 'backtest_evidence',
-           'backtest_verdict', 'live_verdict', 'TickerView', 'Snapshot', 'load_snapshot', 'ServingState', 'Predictor']
+__all__ = ['SIGNIFICANCE', 'monitor_days', 'monitor_files', 'workspace_fingerprint', 'candidate_table', 'run_candidates',
+           'backtest_evidence', 'backtest_verdict', 'live_verdict', 'TickerView', 'Snapshot', 'load_snapshot',
+           'ServingState', 'Predictor']
 
 # %% ../nbs/65_serving.ipynb #cdd0b301
 def monitor_days(settings: Settings) -> list[Path]:
@@ -88,13 +90,17 @@ def run_candidates(settings: Settings, run_id: str) -> pd.DataFrame:
 
 
 def backtest_evidence(candidates: pd.DataFrame, families: dict[int, str], window_days: int) -> dict[int, dict]:
-    "Per horizon: the served family's recent-window MAE against naive's on the same folds, and the whole backtest's MASE."
+    """Per horizon: the served family's recent-window MAE against naive's on the same folds with the Diebold-Mariano
+    p-value, the whole backtest's MASE, and the best other candidate (by recent MAE) with its p-value: what a naive
+    champion was up against."""
     evidence = {}
     for horizon, family in families.items():
         rows = candidates[candidates["horizon"] == horizon].set_index("family")
         if family not in rows.index or "naive" not in rows.index:
             continue
         chosen, naive = rows.loc[family], rows.loc["naive"]
+        others = rows.drop(index=["naive", family], errors="ignore")
+        best = others.sort_values("recent_mae").iloc[0] if len(others) and "recent_mae" in others else None
         evidence[int(horizon)] = {
             "family": family,
             "window_days": int(window_days),
@@ -102,17 +108,28 @@ def backtest_evidence(candidates: pd.DataFrame, families: dict[int, str], window
             "naive_mae": float(naive.get("recent_mae", np.nan)),
             "mase": float(chosen.get("recent_mase", np.nan)),
             "mase_all": float(chosen.get("mase", np.nan)),
+            "dm_p": float(chosen.get("recent_dm_p", np.nan)),
             "coverage_90": float(chosen.get("recent_coverage_90", np.nan)),
             "candidates": int((rows.index != "naive").sum()),  # other families evaluated at this horizon
+            "best_family": None if best is None else str(best.name),
+            "best_mae": np.nan if best is None else float(best["recent_mae"]),
+            "best_dm_p": np.nan if best is None else float(best.get("recent_dm_p", np.nan)),
         }
     return evidence
 
 # %% ../nbs/65_serving.ipynb #4805b8e6
-def _compare(error: float, naive: float) -> str:
-    if not (np.isfinite(error) and np.isfinite(naive)) or naive <= 0:
+SIGNIFICANCE = 0.05  # the level at which a sentence says "beats" or "does worse than" rather than "ties"
+
+
+def _compare(error: float, naive: float, p: float) -> str:
+    "The verb for a model's MAE against naive's, by the one-sided Diebold-Mariano p-value that it is lower."
+    if not (np.isfinite(error) and np.isfinite(naive)) or naive <= 0 or p != p:
         return "cannot be compared with"
-    ratio = error / naive
-    return "ties" if abs(ratio - 1) < 0.005 else ("beats" if ratio < 1 else "does not beat")
+    return "beats" if p < SIGNIFICANCE else "does worse than" if p > 1 - SIGNIFICANCE else "ties"
+
+
+def _percent_interval(low: float, high: float) -> str:
+    return "" if low != low else f" [95% interval {low:.0%}-{high:.0%}]"
 
 
 def backtest_verdict(model: str, horizon: int, evidence: dict) -> str:
@@ -122,21 +139,30 @@ def backtest_verdict(model: str, horizon: int, evidence: dict) -> str:
         return (f"At {horizon} day(s) the champion is the naive forecast (the random walk): no candidate was evaluated "
                 f"on the walk-forward backtest, so there is no evidence against it.")  # fmt: skip
     if evidence["family"] == "naive":
-        return (f"At {horizon} day(s) the champion is the naive forecast (the random walk): no candidate beat it "
+        best, p = evidence.get("best_family"), evidence.get("best_dm_p", np.nan)
+        if not best or p != p:
+            return (f"At {horizon} day(s) the champion is the naive forecast (the random walk): no candidate beat it "
+                    f"over the last {days} trading days of the walk-forward backtest.")  # fmt: skip
+        verb = _compare(evidence["best_mae"], evidence["naive_mae"], p)
+        return (f"At {horizon} day(s) the champion is the naive forecast (the random walk): the best candidate, {best}, "
+                f"{verb} the random walk (MAE {evidence['best_mae']:.4f} vs {evidence['naive_mae']:.4f}, DM {format_p(p)}) "
                 f"over the last {days} trading days of the walk-forward backtest.")  # fmt: skip
-    verb = _compare(evidence["mae"], evidence["naive_mae"])
+    verb = _compare(evidence["mae"], evidence["naive_mae"], evidence.get("dm_p", np.nan))
     return (f"{model} ({evidence['family']}) {verb} the naive forecast at {horizon} day(s) over the last {days} trading days "
-            f"of the walk-forward backtest: MAE {evidence['mae']:.4f} vs {evidence['naive_mae']:.4f} (MASE {evidence['mase']:.3f}).")  # fmt: skip
+            f"of the walk-forward backtest: MAE {evidence['mae']:.4f} vs {evidence['naive_mae']:.4f} "
+            f"(MASE {evidence['mase']:.3f}, DM {format_p(evidence.get('dm_p', np.nan))}).")  # fmt: skip
 
 
 def live_verdict(model: str, horizon: int, live: dict | None, window_days: int) -> str:
     "One sentence on the served forecasts realised so far at `horizon`."
     if not live or not live.get("n"):
         return f"No {horizon}-day forecast has been realised in the last {window_days} trading days yet."
-    verb = _compare(live["live_mae"], live["naive_mae"])
+    p = live.get("dm_p", np.nan)
+    verb = _compare(live["live_mae"], live["naive_mae"], p)
     return (f"Live, {model} {verb} the naive forecast at {horizon} day(s) over the last {window_days} trading days: "
-            f"MAE {live['live_mae']:.4f} vs {live['naive_mae']:.4f} on {live['n']} realised forecasts; "
-            f"90% interval coverage {live['coverage_90']:.0%}.")  # fmt: skip
+            f"MAE {live['live_mae']:.4f} vs {live['naive_mae']:.4f} on {live['n']} realised forecasts (DM {format_p(p)}); "
+            f"90% interval coverage {live['coverage_90']:.0%}"
+            f"{_percent_interval(live.get('coverage_90_low', np.nan), live.get('coverage_90_high', np.nan))}.")  # fmt: skip
 
 # %% ../nbs/65_serving.ipynb #4fa5f72f
 @dataclass(frozen=True)
@@ -197,6 +223,14 @@ class TickerView:
     def _cache(self) -> dict:
         return {}
 
+    def position(self, as_of: dt.date | None) -> int:
+        "Where in the stored history the last day on or before `as_of` is (None: the last day); `BadInput` before the first."
+        days = self.history["date"].to_numpy()
+        last = len(days) if as_of is None else int(np.searchsorted(days, np.datetime64(as_of), side="right"))
+        if last == 0:
+            raise BadInput(f"no stored prices for {self.ticker} on or before {as_of}: the first is {self.first_date}")
+        return last - 1
+
     def features(self, index: str | None) -> pd.DataFrame:
         "Feature rows of the whole stored history with market index `index` (a model's own metadata; None: none), once per snapshot."
         if ("features", index) not in self._cache:
@@ -220,10 +254,7 @@ class TickerView:
     def feature_row(self, names: list[str], index: str | None, as_of: dt.date | None) -> tuple:
         "(day, 1 x features row, EWMA daily volatility, close) of the last stored day on or before `as_of` (None: the last)."
         days, X, sigma = self.feature_matrix(names, index)
-        last = len(days) if as_of is None else int(np.searchsorted(days, np.datetime64(as_of), side="right"))
-        position = last - 1
-        if position < 0:
-            raise BadInput(f"no stored prices for {self.ticker} on or before {as_of}: the first is {self.first_date}")
+        position = self.position(as_of)
         day = pd.Timestamp(days[position])
         if np.isnan(X[position]).any() or np.isnan(sigma[position]):
             raise BadInput(f"{self.ticker} has too little history before {day.date()} for its features")
@@ -280,8 +311,7 @@ def load_snapshot(settings: Settings) -> Snapshot:
         if history.empty:
             continue
         records = promotions.get(ticker, [])
-        live = [r for r in records if r.get("to_version")]
-        champion = live[-1] if live else None
+        champion = champion_in(records)
         candidates = pd.DataFrame()
         if champion is not None:
             run = next((r for r in records if r.get("candidate_version") == champion["to_version"]), champion)
@@ -351,15 +381,17 @@ class Predictor:
         self._models: dict[tuple[str, str], tuple] = {}  # (ticker, version) -> (forecaster, ModelVersion)
         self._loading = threading.Lock()
 
-    def champion(self, view: TickerView) -> tuple:
-        "(forecaster, ModelVersion) of the version `view` names as champion, loaded on first use; `BadInput` if none."
-        key = (view.ticker, str(view.champion_version))
+    def champion(self, view: TickerView, version: str | None = None) -> tuple:
+        """(forecaster, ModelVersion) of `version` (default: the champion `view` names), loaded on first use; `BadInput`
+        if there is none."""
+        version = view.champion_version if version is None else str(version)
+        key = (view.ticker, str(version))
         if key not in self._models:
-            if view.champion_version is None:
+            if version is None:
                 raise BadInput(f"no champion for {view.ticker} yet: run `stockops train --tickers {view.ticker}`")
             with self._loading:  # the warm-up thread and a cold request load a model once between them
                 if key not in self._models:
-                    model, version = load_champion(view.ticker, self.settings, version=view.champion_version)
+                    model, version = load_champion(view.ticker, self.settings, version=version)
                     self._models[key] = (model.unwrap_python_model().forecaster, version)
         return self._models[key]
 
@@ -374,8 +406,13 @@ class Predictor:
                     _log.warning("could not warm %s: %s", view.ticker, error)
 
     def predict(self, view: TickerView, as_of: dt.date | None, horizons: list[int] | None) -> list[dict]:
-        "Forecast records from the close of `as_of` (or the last stored day before it); `BadInput` for what cannot be forecast."
-        forecaster, version = self.champion(view)
+        """Forecast records from the close of `as_of` (or the last stored day before it) by the champion live on that day
+        (None: the current champion, from the last stored day); `BadInput` for what cannot be forecast."""
+        live = None
+        if as_of is not None:
+            day = view.history["date"].iloc[view.position(as_of)]
+            live = require_champion(view.promotions, view.ticker, day)["to_version"]
+        forecaster, version = self.champion(view, live)
         unknown = sorted(set(horizons or []) - set(forecaster.horizons))
         if unknown:
             raise BadInput(f"horizon(s) {unknown} not forecast; horizons: {forecaster.horizons}")

@@ -17,14 +17,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import Settings, set_process_environment, validate_ticker
+from .config import BadInput, Settings, set_process_environment, validate_ticker
 from .files import append_jsonl, read_jsonl, utc_now
 from .models import Forecaster
 
 # %% auto #0
 __all__ = ['CHAMPION', 'model_name', 'mlflow_client', 'ForecasterModel', 'pip_requirements', 'log_training', 'promotion_log_path',
-           'promotion_log', 'live_champion', 'champion_on', 'champion_version', 'sync_champion_alias',
-           'record_decision']
+           'promotion_log', 'champion_in', 'first_champion_day', 'require_champion', 'promotion_records',
+           'live_champion', 'champion_on', 'champion_version', 'sync_champion_alias', 'record_decision']
 
 # %% ../nbs/40_tracking.ipynb #8edb47106e1a46a883d545849b8ab81b
 CHAMPION = "champion"
@@ -98,7 +98,7 @@ def log_training(
     experiment,  # the `Experiment`
     forecaster,  # the fitted `Forecaster`
     features: pd.DataFrame,  # feature rows (a few become the signature's example)
-    evidence: dict[str, pd.DataFrame],  # metrics, recent_metrics, folds, intervals, predictions (as served)
+    evidence: dict[str, pd.DataFrame],  # metrics, recent_metrics, folds, intervals, predictions (as served), pooled_ic
     figure,  # the backtest plot
     decision: str,  # promoted or kept
 ) -> tuple[str, str]:
@@ -130,9 +130,13 @@ def log_training(
                            **{f"interval_method.h{h}": m for h, m in methods.items()}})  # fmt: skip
         _log_metrics(client, run.info.run_id, evidence["metrics"], evidence["recent_metrics"], evidence["fold_metrics"])
         mlflow.log_dict(experiment.to_dict(), "experiment.json")
-        for table_name in ("metrics", "recent_metrics", "folds", "intervals"):
-            evidence[table_name].to_csv(folder / f"{table_name}.csv", index=False)
-            mlflow.log_artifact(str(folder / f"{table_name}.csv"), "evidence")
+        for table_name in ("metrics", "recent_metrics", "folds", "intervals", "pooled_ic"):
+            if table_name in evidence:  # pooled_ic: only when the experiment has pooled families
+                evidence[table_name].to_csv(folder / f"{table_name}.csv", index=False)
+                mlflow.log_artifact(str(folder / f"{table_name}.csv"), "evidence")
+        for row in evidence.get("pooled_ic", pd.DataFrame()).itertuples(index=False):
+            mlflow.log_metrics({f"rank_ic.{row.family}.h{row.horizon}.{name}": float(getattr(row, name))
+                                for name in ("ic_mean", "icir") if np.isfinite(getattr(row, name))})  # fmt: skip
         evidence["predictions"].to_parquet(folder / "predictions.parquet", index=False)
         mlflow.log_artifact(str(folder / "predictions.parquet"), "evidence")
         mlflow.log_figure(figure, "evidence/backtest.png")
@@ -162,7 +166,8 @@ def _log_metrics(
 
     now = int(utc_now().timestamp() * 1000)
     values = []
-    names = ["mae", "rmse", "mase", "hit_rate", "coverage_80", "coverage_90", "width_90", "winkler_90"]
+    names = ["mae", "rmse", "mase", "dm_p", "hit_rate", "hit_low", "hit_high", "coverage_80", "coverage_90", "width_90",
+             "winkler_90"]  # fmt: skip
     for prefix, table in (("", metrics), ("recent.", recent_metrics)):
         for row in table.itertuples(index=False):
             for metric in names:
@@ -188,14 +193,49 @@ def promotion_log(settings: Settings, ticker: str | None = None) -> pd.DataFrame
     return log.reset_index(drop=True)
 
 
-def live_champion(settings: Settings, ticker: str, day: dt.date | str | None = None) -> dict | None:
-    """The promotion record of the champion of `ticker` live on `day` (default: now): the last decision, made for an
-    as-of day on or before `day`, that left a champion. None before the first."""
+def champion_in(records: list[dict], day: dt.date | str | None = None) -> dict | None:
+    """Of one ticker's promotion records (oldest first), the one whose champion was live on `day` (default: now): of
+    the decisions that left a champion, the one made for the latest as-of day on or before `day` (the last written
+    among those of that day). A training as of an earlier day, run later, changes what was live then, not now."""
+    limit = None if day is None else pd.Timestamp(day)
+    live = None
+    for record in records:
+        if not record.get("to_version"):
+            continue
+        as_of = pd.Timestamp(record["as_of"])
+        if (limit is None or as_of <= limit) and (live is None or as_of >= pd.Timestamp(live["as_of"])):
+            live = record
+    return live
+
+
+def first_champion_day(records: list[dict]) -> str | None:
+    "The first as-of day of one ticker's promotion records on which a champion was live."
+    days = [record["as_of"] for record in records if record.get("to_version")]
+    return min(days, key=pd.Timestamp) if days else None
+
+
+def require_champion(records: list[dict], ticker: str, day: dt.date | str | None = None) -> dict:
+    "`champion_in`, or `BadInput` saying there is no champion yet, or naming the first day one was live."
+    record = champion_in(records, day)
+    if record is not None:
+        return record
+    first = first_champion_day(records)
+    if first is None:
+        raise BadInput(f"no champion model for {ticker} yet: run `stockops train --tickers {ticker}` first")
+    day = pd.Timestamp(day).date()
+    raise BadInput(f"no champion of {ticker} was live on {day}: the first was trained as of {first}; forecast as of "
+                   f"{first} or later, or train one as of {day} (`stockops train --tickers {ticker} --as-of {day}`)")  # fmt: skip
+
+
+def promotion_records(settings: Settings, ticker: str) -> list[dict]:
+    "One ticker's promotion records, oldest first."
     ticker = validate_ticker(ticker)
-    records = [r for r in read_jsonl(promotion_log_path(settings)) if r.get("ticker") == ticker and r.get("to_version")]
-    if day is not None:
-        records = [r for r in records if pd.Timestamp(r["as_of"]) <= pd.Timestamp(day)]
-    return records[-1] if records else None
+    return [record for record in read_jsonl(promotion_log_path(settings)) if record.get("ticker") == ticker]
+
+
+def live_champion(settings: Settings, ticker: str, day: dt.date | str | None = None) -> dict | None:
+    "The promotion record of the champion of `ticker` live on `day` (default: now), by `champion_in`; None before the first."
+    return champion_in(promotion_records(settings, ticker), day)
 
 
 def champion_on(settings: Settings, ticker: str, day: dt.date | str) -> str | None:
@@ -232,7 +272,8 @@ def record_decision(
     settings: Settings,
     record: dict,  # ticker, as_of, from_version, to_version, candidate_version, decision, reason, evidence
 ) -> None:
-    "Append a training's decision to the promotion log; if it promoted, move the registry's alias after."
+    """Append a training's decision to the promotion log; if it promoted, move the registry's alias after to the
+    champion live now (a training as of an earlier day promotes a champion of that day, not of today)."""
     append_jsonl(promotion_log_path(settings), [{"time": str(utc_now()), **record}])  # from here on, to_version is live
     if record["decision"] == "promoted":
-        client.set_registered_model_alias(model_name(record["ticker"]), CHAMPION, str(record["to_version"]))
+        sync_champion_alias(client, settings, record["ticker"])

@@ -18,16 +18,19 @@ from stockops.evaluate import (
     INDEX_FEATURES,
     backtest,
     backtest_figure,
+    dm_test,
     fit_pool,
     fit_workers,
+    format_p,
     modelling_table,
     recent,
     score_predictions,
 )
 from .experiment import Experiment
 from .features import index_as_known, make_features, make_targets
-from .intervals import conformal_quantile, interval_scale, online_intervals
+from .intervals import INTERVAL_METHODS, conformal_quantile, interval_scale, online_intervals
 from .models import Forecaster, HorizonModel, make_model
+from .pooled import POOLED, PooledEvidence, fit_pooled, pooled_backtest, pooled_rows, rank_ic, stack_tables
 from .prices import PriceStore
 from stockops.tracking import (
     champion_version,
@@ -39,21 +42,26 @@ from stockops.tracking import (
 )
 
 # %% auto #0
-__all__ = ['choose_families', 'bundle_score', 'GateDecision', 'gate', 'TrainResult', 'history_needed', 'Evidence',
-           'gather_evidence', 'fit_bundle', 'train_ticker', 'train_many']
+__all__ = ['choose_families', 'bundle_score', 'GateDecision', 'champion_tests', 'gate', 'TrainResult', 'history_needed',
+           'pooled_evidence', 'Evidence', 'gather_evidence', 'fit_bundle', 'train_ticker', 'train_many']
 
 # %% ../nbs/42_training.ipynb #8edb47106e1a46a883d545849b8ab81b
 def choose_families(
-    recent_metrics: pd.DataFrame, margin: float, full_metrics: pd.DataFrame | None = None
+    recent_metrics: pd.DataFrame,
+    margin: float,
+    full_metrics: pd.DataFrame | None = None,
+    alpha: float = 0.05,  # the Diebold-Mariano test's level (the experiment's `[gate] alpha`)
 ) -> dict[int, str]:
-    """Per horizon, the candidate with the lowest recent MAE if its recent MASE is at most 1 - margin
-    and (when `full_metrics` is given) it also beats naive over the whole backtest; otherwise naive."""
+    """Per horizon, the candidate with the lowest recent MAE if its recent MASE is at most 1 - margin, its MAE is
+    lower than naive's on the same days by the Diebold-Mariano test (`dm_p`) at the `alpha` level, Bonferroni-adjusted
+    for the k candidates it was picked from (the best of k had k chances: p x k < alpha), and (when `full_metrics` is
+    given) it also beats naive over the whole backtest; otherwise naive."""
     full = None if full_metrics is None else full_metrics.set_index(["family", "horizon"])["mase"]
     chosen = {}
     for horizon, group in recent_metrics.groupby("horizon"):
         candidates = group[group["family"] != "naive"].sort_values("mae")
         best = candidates.iloc[0] if len(candidates) else None
-        good = best is not None and best["mase"] <= 1 - margin
+        good = best is not None and best["mase"] <= 1 - margin and best.get("dm_p", np.nan) * len(candidates) < alpha
         if good and full is not None:
             good = full.get((best["family"], horizon), np.inf) < 1
         chosen[int(horizon)] = str(best["family"]) if good else "naive"
@@ -73,43 +81,74 @@ class GateDecision:
     reason: str
     candidate_score: float
     champion_score: float | None
+    p_values: dict[int, float] = field(default_factory=dict)  # horizon -> DM p against what the candidate replaces
+
+
+def champion_tests(candidate: dict[int, str], champion: dict[int, str], predictions: pd.DataFrame) -> dict[int, float]:
+    """Per horizon where the candidate serves a family other than naive and other than the champion's: the one-sided
+    Diebold-Mariano p-value that its absolute errors are lower than those of the family it replaces (naive where that
+    family was not evaluated) on the same days of `predictions`. A horizon that returns to naive needs no test: the
+    random walk is what is served when no family shows significant skill."""
+    tested = {}
+    for horizon, family in candidate.items():
+        replaced = champion.get(horizon, "naive")
+        if family in ("naive", replaced):
+            continue
+        rows = predictions[predictions["horizon"] == horizon]
+        replaced = replaced if (rows["family"] == replaced).any() else "naive"
+        errors = rows.assign(error=(rows["y_true"] - rows["y_pred"]).abs()).pivot_table("error", "pos", "family")
+        both = errors[[family, replaced]].dropna().sort_index()
+        tested[horizon] = dm_test(both[family], both[replaced], horizon)[1]
+    return tested
+
+
+def _p_values(p_values: dict[int, float]) -> str:
+    return ", ".join(f"h={horizon} {format_p(p)}" for horizon, p in sorted(p_values.items()))
 
 
 def gate(
-    candidate: dict[int, str], champion: dict[int, str] | None, recent_metrics: pd.DataFrame, margin: float
+    candidate: dict[int, str],
+    champion: dict[int, str] | None,
+    recent_metrics: pd.DataFrame,
+    margin: float,
+    alpha: float,  # the Diebold-Mariano test's level
+    predictions: pd.DataFrame,  # the recent window's out-of-sample predictions of every family (the tests' days)
 ) -> GateDecision:
-    "Should the candidate bundle replace the champion? Both are scored on the same recent window."
+    """Should the candidate bundle replace the champion? Both are scored on the same recent window: the candidate's
+    mean MASE must beat the champion's by `margin`, and each horizon it changes must beat what it replaces there by
+    the Diebold-Mariano test at level `alpha`."""
     score = bundle_score(recent_metrics, candidate)
     all_naive = all(family == "naive" for family in candidate.values())
     evaluated = bool((recent_metrics["family"] != "naive").any())
     if not all_naive:
         plain = f"families {candidate}"
     elif evaluated:
-        plain = "nothing beat the random walk: naive is the champion"
+        plain = "nothing beat the random walk significantly: naive is the champion"
     else:  # say why in the training's notes; "beat" would claim a contest that did not happen
         plain = "no candidate was evaluated: naive is the champion"
     if champion is None:
-        return GateDecision(True, f"first model; {plain}", score, None)
-    if {int(h): f for h, f in champion.items()} == candidate:
+        by = recent_metrics.set_index(["family", "horizon"])
+        tests = {h: float(by.loc[(f, h), "dm_p"]) for h, f in candidate.items() if f != "naive" and "dm_p" in by}
+        return GateDecision(True, f"first model; {plain}" + (f" (DM against naive: {_p_values(tests)})" if tests else ""),
+                            score, None, tests)  # fmt: skip
+    champion = {int(h): f for h, f in champion.items()}
+    if champion == candidate:
         return GateDecision(
             True, f"refresh: same specification refit on the data up to this as-of date; {plain}", score, score
         )
-    champion_score = bundle_score(recent_metrics, {int(h): f for h, f in champion.items()})
+    champion_score = bundle_score(recent_metrics, champion)
     if np.isnan(champion_score):
         champion_score = 1.0  # the champion's families are not in this experiment: judge against naive
-    if score < champion_score - margin:
-        return GateDecision(
-            True,
-            f"candidate MASE {score:.4f} beats champion {champion_score:.4f} by more than {margin}; {plain}",
-            score,
-            champion_score,
-        )
-    return GateDecision(
-        False,
-        f"kept champion: candidate MASE {score:.4f} does not beat champion {champion_score:.4f} by {margin}",
-        score,
-        champion_score,
-    )
+    tests = champion_tests(candidate, champion, predictions)
+    if score >= champion_score - margin:
+        return GateDecision(False, f"kept champion: candidate MASE {score:.4f} does not beat champion {champion_score:.4f} by {margin}",
+                            score, champion_score, tests)  # fmt: skip
+    beaten = f"candidate MASE {score:.4f} beats champion {champion_score:.4f} by more than {margin}"
+    if any(not p < alpha for p in tests.values()):
+        return GateDecision(False, f"kept champion: {beaten}, but not significantly (Diebold-Mariano against what it "
+                            f"replaces: {_p_values(tests)}; level {alpha})", score, champion_score, tests)  # fmt: skip
+    tested = f" (Diebold-Mariano against what it replaces: {_p_values(tests)})" if tests else ""
+    return GateDecision(True, f"{beaten}{tested}; {plain}", score, champion_score, tests)
 
 # %% ../nbs/42_training.ipynb #7623eae2785240b9bd12b16a66d81610
 @dataclass
@@ -128,11 +167,14 @@ class TrainResult:
     champion_after: str | None
     metrics: pd.DataFrame  # full backtest, per family and horizon
     recent_metrics: pd.DataFrame  # the gate's window
-    intervals: pd.DataFrame  # ewma vs static per horizon, chosen family
+    intervals: pd.DataFrame  # each interval method per horizon, chosen family
     folds: pd.DataFrame
     notes: list[str] = field(default_factory=list)
     forecaster: Forecaster | None = None  # the bundle that was logged
     skipped: bool = False  # the champion was already trained on this data with this experiment
+    pooled_ic: pd.DataFrame | None = (
+        None  # the pooled families' daily rank IC over the universe (stockops.pooled.rank_ic)
+    )
 
     @classmethod
     def up_to_date(cls, ticker: str, as_of: str, version) -> TrainResult:
@@ -148,12 +190,12 @@ class TrainResult:
                    empty, empty, empty, empty, skipped=True)  # fmt: skip
 
     def summary(self) -> pd.DataFrame:
-        "One row per family and horizon: MASE vs naive (whole backtest and recent window), hit rate, 90% coverage."
+        "One row per family and horizon: MASE vs naive (whole backtest and recent window, with the recent window's Diebold-Mariano p), hit rate, 90% coverage."
         table = self.metrics[
             ["family", "horizon", "n", "mase", "hit_rate", "hit_low", "hit_high", "coverage_90", "winkler_90"]
         ]
-        recent_mase = self.recent_metrics.set_index(["family", "horizon"])["mase"].rename("recent_mase")
-        table = table.join(recent_mase, on=["family", "horizon"])
+        recent = self.recent_metrics.set_index(["family", "horizon"])[["mase", "dm_p"]]
+        table = table.join(recent.add_prefix("recent_"), on=["family", "horizon"])
         table["chosen"] = [
             self.families.get(int(h)) == f for f, h in zip(table["family"], table["horizon"], strict=True)
         ]
@@ -185,10 +227,37 @@ def _training_data(ticker: str, as_of, experiment: Experiment, settings: Setting
         )
     return bars, index_bars, bars["date"].max()
 
+
+def pooled_evidence(
+    tickers: list[str], as_of, experiment: Experiment, settings: Settings, progress=None
+) -> PooledEvidence | None:
+    """The experiment's pooled families trained on `tickers`' rows (each up to `as_of`, or its last stored day; a ticker
+    too short to train is left out): out-of-sample predictions by date, the daily rank IC and the fitted models.
+    None when the experiment has no pooled family (or no ticker has the history)."""
+    if not experiment.pooled:
+        return None
+    tables = {}
+    for ticker in tickers:
+        try:
+            bars, index_bars, _ = _training_data(ticker, as_of, experiment, settings)
+        except BadInput:
+            continue
+        features, targets = modelling_table(bars, index_bars, experiment.horizons)
+        if len(features):
+            tables[ticker] = (features, targets)
+    if not tables:
+        return None
+    rows, columns = stack_tables(tables, experiment.horizons)
+    predictions, folds = pooled_backtest(
+        rows, columns, experiment.pooled, experiment.horizons, experiment.splits, progress
+    )
+    models = fit_pooled(rows, columns, experiment.pooled, experiment.horizons)
+    return PooledEvidence(predictions, rank_ic(predictions), folds, columns, models, tuple(tables))
+
 # %% ../nbs/42_training.ipynb #59bbdb311c014d738909a11f9e486628
 @dataclass
 class Evidence:
-    "The walk-forward evidence of one training: predictions and metrics per interval method (ewma, static)."
+    "The walk-forward evidence of one training: predictions and metrics per interval method (`INTERVAL_METHODS`)."
 
     features: pd.DataFrame
     targets: pd.DataFrame
@@ -212,10 +281,16 @@ class Evidence:
                 "fold_metrics": fold_metrics, "folds": folds}  # fmt: skip
 
 
-def gather_evidence(bars, index_bars, experiment: Experiment, progress=None, workers: int | None = None) -> Evidence:
-    "Backtest every family and naive on the same folds (fits in `workers` processes), with both interval methods, and score each once."
+def gather_evidence(
+    bars, index_bars, experiment: Experiment, progress=None, workers: int | None = None,
+    pooled: PooledEvidence | None = None,  # the ticker's part of the pooled training: its pooled families join here
+) -> Evidence:  # fmt: skip
+    """Backtest every family and naive on the same folds (fits in `workers` processes), the pooled families' predictions
+    of the same days beside them, with every interval method, and score each once."""
     features, targets = modelling_table(bars, index_bars, experiment.horizons)
     predictions, folds = backtest(features, targets, experiment.models, experiment.splits, progress, workers)
+    if pooled is not None and not predictions.empty:
+        predictions = pd.concat([predictions, pooled_rows(predictions, pooled)], ignore_index=True)
     notes = []
     if (
         predictions.empty
@@ -226,34 +301,41 @@ def gather_evidence(bars, index_bars, experiment: Experiment, progress=None, wor
         notes.append(f"no candidate was evaluated: {complete} of {len(bars)} days have every feature, and the first "
                      f"walk-forward fold needs {experiment.splits.get('min_train', 504)} of them: naive only")  # fmt: skip
     scored = {method: online_intervals(predictions, experiment.levels, method, experiment.calibration_window, experiment.min_calibration)
-              for method in ("ewma", "static")}  # fmt: skip
+              for method in INTERVAL_METHODS}  # fmt: skip
     metrics = {method: score_predictions(table, experiment.levels) for method, table in scored.items()}
     recent_metrics = {method: score_predictions(recent(table, experiment.recent_days), experiment.levels) for method, table in scored.items()}  # fmt: skip
     return Evidence(features, targets, scored, metrics, recent_metrics, folds, notes)
 
 # %% ../nbs/42_training.ipynb #8a65eabff63a45729fe45fb5ade58bdc
 def fit_bundle(
-    ticker: str, evidence: Evidence, families: dict[int, str], experiment: Experiment
-) -> tuple[Forecaster, pd.DataFrame]:
+    ticker: str, evidence: Evidence, families: dict[int, str], experiment: Experiment,
+    pooled: PooledEvidence | None = None,  # where a pooled family was chosen: its model fit on every ticker's rows
+) -> tuple[Forecaster, pd.DataFrame]:  # fmt: skip
     "The fitted `Forecaster` and the interval-method comparison (coverage and Winkler score per horizon and method)."
     models, comparison = {}, []
     X = evidence.features.to_numpy(dtype="float64")
     for horizon, family in families.items():
         y = evidence.targets[f"target_{horizon}d"].to_numpy()
         known = ~np.isnan(y)
-        params = experiment.models.get(family, {})
-        estimator = make_model(family, **params).fit(X[known], y[known])
+        if family.startswith(POOLED):
+            params = experiment.pooled[family.removeprefix(POOLED)]
+            estimator = pooled.estimator(family, horizon, list(evidence.features.columns))
+        else:
+            params = experiment.models.get(family, {})
+            estimator = make_model(family, **params).fit(X[known], y[known])
         winkler = {}
         for method, metrics in evidence.metrics.items():
             row = metrics[(metrics["family"] == family) & (metrics["horizon"] == horizon)]
             coverage = float(row["coverage_90"].iloc[0]) if len(row) and "coverage_90" in row else np.nan
             winkler[method] = float(row["winkler_90"].iloc[0]) if len(row) and "winkler_90" in row else np.nan
             comparison.append({"horizon": horizon, "family": family, "method": method, "coverage_90": coverage, "winkler_90": winkler[method]})  # fmt: skip
-        method = "static" if winkler["static"] < winkler["ewma"] else "ewma"
+        method = min(
+            INTERVAL_METHODS, key=lambda m: winkler[m] if winkler[m] == winkler[m] else np.inf
+        )  # ties: the first
         rows = evidence.scored[method]
         rows = rows[(rows["family"] == family) & (rows["horizon"] == horizon)]
         residuals = (rows["y_true"] - rows["y_pred"]).abs().to_numpy() / interval_scale(
-            rows["sigma_daily"].to_numpy(), horizon, method
+            rows["sigma_daily"].to_numpy(), horizon, method, rows["sigma_long"].to_numpy()
         )
         residuals = residuals[-experiment.calibration_window :]
         quantiles = {level: conformal_quantile(residuals, level) for level in experiment.levels}
@@ -272,6 +354,7 @@ def train_ticker(
     settings: Settings | None = None,
     progress: Callable[[str], None] | None = None,
     force: bool = False,  # retrain even when the champion was trained on the same data with the same experiment
+    pooled: PooledEvidence | None = None,  # the experiment's pooled training (default: trained here on the universe)
 ) -> TrainResult:
     "Backtest, choose, fit, gate, log to MLflow and register `stockops-<ticker>`, and record the decision."
     from stockops.config import load_settings
@@ -286,7 +369,7 @@ def train_ticker(
     sync_champion_alias(
         client, settings, ticker
     )  # the registry's alias catches up with the log (a kill between the two)
-    before = champion_version(settings, ticker)
+    before = champion_version(settings, ticker, day)  # the champion live on the as-of day is what a candidate replaces
     if (
         not force
         and before is not None
@@ -294,33 +377,42 @@ def train_ticker(
         and before.tags.get("experiment_hash") == experiment.fingerprint()
     ):
         return TrainResult.up_to_date(ticker, day, before)
-    evidence = gather_evidence(bars, index_bars, experiment, progress, settings.fit_workers)
-    families = choose_families(evidence.recent_metrics["ewma"], experiment.margin, evidence.metrics["ewma"])
-    forecaster, comparison = fit_bundle(ticker, evidence, families, experiment)
+    if experiment.pooled and pooled is None:
+        pooled = pooled_evidence(sorted(set(settings.universe) | {ticker}), day, experiment, settings, progress)
+    mine = None if pooled is None else pooled.for_ticker(ticker)
+    evidence = gather_evidence(bars, index_bars, experiment, progress, settings.fit_workers, mine)
+    families = choose_families(
+        evidence.recent_metrics["ewma"], experiment.margin, evidence.metrics["ewma"], experiment.alpha
+    )
+    forecaster, comparison = fit_bundle(ticker, evidence, families, experiment, mine)
     methods = {h: model.interval_method for h, model in forecaster.models.items()}
     forecaster.metadata = {"index": experiment.index if "index_ret_lag0" in evidence.features else None,
                            "experiment": experiment.name, "as_of": day}  # fmt: skip
     served = evidence.served(methods, experiment)
     decision = gate(families, json.loads(before.tags.get("families", "{}")) if before is not None else None,
-                    served["recent_metrics"], experiment.margin)  # fmt: skip
+                    served["recent_metrics"], experiment.margin, experiment.alpha,
+                    recent(served["predictions"], experiment.recent_days))  # fmt: skip
     figure = backtest_figure(
         evidence.scored[methods[min(methods)]], ticker, families[min(families)], horizon=min(families)
     )
     run_id, version = log_training(client, ticker, day, experiment, forecaster, evidence.features,
-                                   served | {"intervals": comparison}, figure, "promoted" if decision.promote else "kept")  # fmt: skip
+                                   served | {"intervals": comparison} | ({"pooled_ic": mine.ic} if mine else {}), figure,
+                                   "promoted" if decision.promote else "kept")  # fmt: skip
     previous = None if before is None else str(before.version)
     after = version if decision.promote else previous
     record_decision(client, settings, {"as_of": day, "ticker": ticker, "model": model_name(ticker), "from_version": previous,
         "to_version": after, "candidate_version": version, "decision": "promoted" if decision.promote else "kept",
         "reason": decision.reason, "families": families, "candidate_score": decision.candidate_score,
-        "champion_score": decision.champion_score, "recent_window_days": experiment.recent_days, "run_id": run_id})  # fmt: skip
+        "champion_score": decision.champion_score, "dm_p_vs_replaced": decision.p_values, "alpha": experiment.alpha,
+        "recent_window_days": experiment.recent_days, "run_id": run_id})  # fmt: skip
     return TrainResult(ticker, day, run_id, model_name(ticker), version, families, methods, decision, previous, after,
-                       served["metrics"], served["recent_metrics"], comparison, evidence.folds, evidence.notes, forecaster)  # fmt: skip
+                       served["metrics"], served["recent_metrics"], comparison, evidence.folds, evidence.notes, forecaster,
+                       pooled_ic=None if mine is None else mine.ic)  # fmt: skip
 
 # %% ../nbs/42_training.ipynb #ffc8c6e8
-def _train_or_refusal(ticker: str, as_of, experiment: Experiment, settings: Settings, force: bool):
+def _train_or_refusal(ticker: str, as_of, experiment: Experiment, settings: Settings, force: bool, pooled=None):
     try:
-        return train_ticker(ticker, as_of, experiment, settings, force=force)
+        return train_ticker(ticker, as_of, experiment, settings, force=force, pooled=pooled)
     except BadInput as refusal:
         return refusal
 
@@ -342,17 +434,19 @@ def train_many(
     settings = settings or load_settings()
     experiment = experiment or load_experiment(settings=settings)
     workers = min(fit_workers(settings.fit_workers), len(tickers))
+    pooled = pooled_evidence(tickers, as_of, experiment, settings, progress)  # once for all (None: no pooled family)
+    mine = {ticker: None if pooled is None else pooled.for_ticker(ticker) for ticker in tickers}
     if workers <= 1:
         for ticker in tickers:
             report = (lambda message, t=ticker: progress(f"{t}: {message}")) if progress else None
             try:
-                yield ticker, train_ticker(ticker, as_of, experiment, settings, report, force)
+                yield ticker, train_ticker(ticker, as_of, experiment, settings, report, force, mine[ticker])
             except BadInput as refusal:
                 yield ticker, refusal
         return
     mlflow_client(settings)  # the store and the experiment exist before the workers write to them
     alone = settings.replace(fit_workers=1)  # each worker fits its ticker's folds itself: no pool inside the pool
     pool = fit_pool(workers)
-    jobs = {pool.submit(_train_or_refusal, t, as_of, experiment, alone, force): t for t in tickers}
+    jobs = {pool.submit(_train_or_refusal, t, as_of, experiment, alone, force, mine[t]): t for t in tickers}
     for job in as_completed(jobs):
         yield jobs[job], job.result()

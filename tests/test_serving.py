@@ -162,8 +162,8 @@ def test_champion_swap_under_concurrent_requests_fails_none(writable):
         while not stop.is_set():
             if kind == "forecast":
                 status, answer = get(f"{base}/forecast/MSFT", 10)
-            else:
-                status, answer = post(f"{base}/predict", {"ticker": "MSFT", "as_of": "2013-01-30"})
+            else:  # as of the retrained champion's day: it is live from then on
+                status, answer = post(f"{base}/predict", {"ticker": "MSFT", "as_of": "2013-01-31"})
             statuses.append(status)
             if status == 200:
                 versions.add((kind, answer["model_version"]))

@@ -12,6 +12,7 @@ import datetime as dt
 import time
 from typing import Annotated
 
+import pandas as pd
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
@@ -35,6 +36,10 @@ class BacktestEvidence(BaseModel):
     mase_all: float  # over the whole walk-forward backtest
     coverage_90: float  # out-of-sample 90% interval coverage over the window
     candidates: int  # other families evaluated at this horizon (0: naive by default, not by evidence)
+    dm_p: float | None = None  # one-sided Diebold-Mariano p-value that the family's MAE is below naive's (h-1 lags)
+    best_family: str | None = None  # the best other candidate by recent MAE (what a naive champion was up against)
+    best_mae: float | None = None
+    best_dm_p: float | None = None  # its Diebold-Mariano p-value against naive
     verdict: str  # in plain words
 
 
@@ -45,6 +50,9 @@ class LiveEvidence(BaseModel):
     naive_mae: float | None
     coverage_80: float | None
     coverage_90: float | None
+    coverage_90_low: float | None = None  # 95% interval of the coverage, overlap-aware (h-day forecasts overlap)
+    coverage_90_high: float | None = None
+    dm_p: float | None = None  # one-sided Diebold-Mariano p-value that the live MAE is below naive's
     verdict: str
 
 
@@ -69,10 +77,16 @@ class Forecast(BaseModel):
     model: str
     model_version: str
     run_id: str  # the MLflow run that trained the model
+    trained_as_of: dt.date | None = None  # the last day of data the model was trained on (on or before as_of)
     created_at: dt.datetime
     horizons: list[HorizonForecast]
 
 # %% ../../nbs/70d_api_forecasts.ipynb #5a4aefe4
+def _day(value) -> dt.date | None:
+    "A logged day (a string, a Timestamp, or missing in rows logged before it was recorded) as a date."
+    return None if value is None or value != value else pd.Timestamp(value).date()
+
+
 def forecast_answer(view: TickerView, records: list[dict], window_days: int) -> Forecast:
     "The `Forecast` for `records` (one per horizon) with the backtest and live evidence of each horizon."
     first = records[0]
@@ -86,14 +100,17 @@ def forecast_answer(view: TickerView, records: list[dict], window_days: int) -> 
             horizon=horizon, target_date=row["target_date"].date(), forecast=row["forecast"],
             lower_80=row["lower_80"], upper_80=row["upper_80"], lower_90=row["lower_90"], upper_90=row["upper_90"],
             log_return=row["log_return"], family=row["family"],
-            backtest=None if backtest is None else BacktestEvidence(**backtest, verdict=backtest_verdict(label, horizon, backtest)),
+            backtest=None if backtest is None else BacktestEvidence(**backtest | {k: finite(backtest.get(k)) for k in ("dm_p", "best_mae", "best_dm_p")},
+                                                                    verdict=backtest_verdict(label, horizon, backtest)),
             live=LiveEvidence(window_days=window_days, n=int(live.get("n") or 0),
-                              **{k: finite(live.get(k)) for k in ("live_mae", "naive_mae", "coverage_80", "coverage_90")},
+                              **{k: finite(live.get(k)) for k in ("live_mae", "naive_mae", "coverage_80", "coverage_90",
+                                                                  "coverage_90_low", "coverage_90_high", "dm_p")},
                               verdict=live_verdict(label, horizon, live, window_days)),
         ))  # fmt: skip
     return Forecast(
         ticker=view.ticker, as_of=first["as_of"].date(), last_close=first["last_close"], model=first["model"],
         model_version=str(first["model_version"]), run_id=first["run_id"], created_at=first["created_at"], horizons=horizons,
+        trained_as_of=_day(first.get("trained_as_of")),
     )  # fmt: skip
 
 # %% ../../nbs/70d_api_forecasts.ipynb #1c322d13
