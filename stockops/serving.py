@@ -23,7 +23,7 @@ from .evaluate import format_p
 from .features import known_at_close, make_features
 from .files import read_jsonl, utc_now
 from .forecast import forecast_records, load_champion, prediction_log
-from .prices import PriceStore
+from .prices import VALUE_COLUMNS, PriceStore
 from .tracking import champion_in, promotion_log_path, require_champion
 
 # %% auto #0
@@ -288,22 +288,45 @@ class Snapshot:
     views: dict[str, TickerView]
     monitor_window: int = 63  # the trading days live error is measured over
     cache: dict = field(default_factory=dict, compare=False)  # serialized answers, built at most once per snapshot
+    histories: Mapping[str, pd.DataFrame] = field(default_factory=dict, compare=False)  # every stored ticker's bars
+    logs: Mapping[str, pd.DataFrame] = field(default_factory=dict, compare=False)  # every ticker's prediction log
 
     def view(self, ticker: str) -> TickerView | None:
         return self.views.get(validate_ticker(ticker))
 
 
-def load_snapshot(settings: Settings) -> Snapshot:
-    "Read the workspace's stored results into a `Snapshot` (the fingerprint is taken first, so a write during the read shows up as a change next time)."
+def _read_changed(tickers: list[str], path, read, before: Mapping, stamps: dict, old: dict, pool) -> dict:
+    "Per ticker, `before[ticker]` where its file's stamp is unchanged since the previous snapshot, else `read(ticker)`."
+    kept = {t: before[t] for t in tickers if t in before and old.get(path(t)) is not None and old.get(path(t)) == stamps.get(path(t))}  # fmt: skip
+    fresh = [t for t in tickers if t not in kept]
+    return kept | dict(zip(fresh, pool.map(read, fresh), strict=True))
+
+
+def load_snapshot(settings: Settings, previous: Snapshot | None = None) -> Snapshot:
+    """Read the workspace's stored results into a `Snapshot` (the fingerprint is taken first, so a write during the
+    read shows up as a change next time). Given the `previous` snapshot, a price or prediction file whose stamp has
+    not changed is not read again: its frame is shared (snapshots never modify them)."""
     fingerprint = workspace_fingerprint(settings)
     store = PriceStore.from_settings(settings)
     promotions: dict[str, list[dict]] = {}  # the promotion log by ticker, oldest first
     for record in read_jsonl(promotion_log_path(settings)):
         promotions.setdefault(record["ticker"], []).append(record)
     tickers = store.tickers()
+    stamps = {str(stamp[0]): stamp for stamp in fingerprint}
+    old = {} if previous is None else {str(stamp[0]): stamp for stamp in previous.fingerprint}
+    columns = ["date", *VALUE_COLUMNS]  # what is served (ticker, source and fetch time are per file, and slow to read)
+
+    def bars(ticker: str) -> pd.DataFrame:
+        frame = store.read_parquet(ticker, columns=columns)
+        return frame if frame is not None else pd.DataFrame({c: pd.Series(dtype="float64") for c in columns})
+
+    def predictions_path(ticker: str) -> str:
+        return str(settings.data_dir / "predictions" / f"{ticker}.parquet")
+
     with ThreadPoolExecutor(4) as pool:  # Parquet reads release the GIL
-        histories = dict(zip(tickers, pool.map(store.load, tickers), strict=True))
-        logs = dict(zip(tickers, pool.map(lambda ticker: prediction_log(settings, ticker), tickers), strict=True))
+        histories = _read_changed(tickers, store.path, bars, previous.histories if previous else {}, stamps, old, pool)
+        logs = _read_changed(tickers, predictions_path, lambda ticker: prediction_log(settings, ticker),
+                             previous.logs if previous else {}, stamps, old, pool)  # fmt: skip
     calendars = {ticker: calendar_name(ticker, settings) for ticker in histories}
     monitors = _latest_monitors(settings, set(histories))
     views = {}
@@ -324,7 +347,7 @@ def load_snapshot(settings: Settings) -> Snapshot:
             ticker, history, logs[ticker], champion, records, monitor, monitor_path, candidates,
             histories, calendars, int(champion.get("recent_window_days") or 252) if champion else 252,
         )  # fmt: skip
-    return Snapshot(fingerprint, utc_now(), views, settings.monitor_window)
+    return Snapshot(fingerprint, utc_now(), views, settings.monitor_window, histories=histories, logs=logs)
 
 # %% ../nbs/65_serving.ipynb #5c334b36
 class ServingState:
@@ -346,7 +369,7 @@ class ServingState:
         try:
             if workspace_fingerprint(self.settings) == self.snapshot.fingerprint:
                 return False
-            snapshot = load_snapshot(self.settings)
+            snapshot = load_snapshot(self.settings, self.snapshot)
         except Exception as error:  # keep serving what we have
             self.failures += 1
             _log.warning("snapshot refresh failed, still serving %s: %s", self.snapshot.built_at, error)

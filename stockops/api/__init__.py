@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
 
     def prepare(snapshot) -> None:
         forecasts.prebuild_forecasts(snapshot)  # milliseconds: the bytes /forecast serves
+        market.tickers_body(snapshot)  # and /tickers
         predictor.warm(snapshot)  # seconds: champions and their feature tables
 
     state.on_refresh(prepare)
