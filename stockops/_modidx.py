@@ -458,6 +458,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'stockops.serving.Snapshot.view': ('serving.html#snapshot.view', 'stockops/serving.py'),
                                   'stockops.serving.TickerView': ('serving.html#tickerview', 'stockops/serving.py'),
                                   'stockops.serving.TickerView._cache': ('serving.html#tickerview._cache', 'stockops/serving.py'),
+                                  'stockops.serving.TickerView.champion_on': ('serving.html#tickerview.champion_on', 'stockops/serving.py'),
                                   'stockops.serving.TickerView.champion_version': ( 'serving.html#tickerview.champion_version',
                                                                                     'stockops/serving.py'),
                                   'stockops.serving.TickerView.evidence': ('serving.html#tickerview.evidence', 'stockops/serving.py'),

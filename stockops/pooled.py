@@ -52,6 +52,7 @@ def pooled_backtest(
     days = np.sort(rows["date"].unique())
     X = rows[columns].to_numpy(dtype="float64")
     dates = rows["date"].to_numpy()
+    # no gap: a training row is used only if its own target was realised before the fold's first test day
     splits = {key: value for key, value in (splits or {}).items() if key != "gap"}
     predictions, folds = [], []
     for horizon in horizons:

@@ -223,6 +223,13 @@ class TickerView:
     def _cache(self) -> dict:
         return {}
 
+    def champion_on(self, day) -> str:
+        "The version of the champion live on `day` (`require_champion` over this view's records, once per day and snapshot)."
+        key = ("champion_on", pd.Timestamp(day))
+        if key not in self._cache:
+            self._cache[key] = str(require_champion(self.promotions, self.ticker, day)["to_version"])
+        return self._cache[key]
+
     def position(self, as_of: dt.date | None) -> int:
         "Where in the stored history the last day on or before `as_of` is (None: the last day); `BadInput` before the first."
         days = self.history["date"].to_numpy()
@@ -434,7 +441,7 @@ class Predictor:
         live = None
         if as_of is not None:
             day = view.history["date"].iloc[view.position(as_of)]
-            live = require_champion(view.promotions, view.ticker, day)["to_version"]
+            live = view.champion_on(day)  # a request is not the place to scan the promotion log
         forecaster, version = self.champion(view, live)
         unknown = sorted(set(horizons or []) - set(forecaster.horizons))
         if unknown:

@@ -172,9 +172,8 @@ class TrainResult:
     notes: list[str] = field(default_factory=list)
     forecaster: Forecaster | None = None  # the bundle that was logged
     skipped: bool = False  # the champion was already trained on this data with this experiment
-    pooled_ic: pd.DataFrame | None = (
-        None  # the pooled families' daily rank IC over the universe (stockops.pooled.rank_ic)
-    )
+    # the pooled families' daily rank IC over the universe (stockops.pooled.rank_ic)
+    pooled_ic: pd.DataFrame | None = None
 
     @classmethod
     def up_to_date(cls, ticker: str, as_of: str, version) -> TrainResult:
