@@ -10,9 +10,13 @@ and Prefect server; the in-flow round (no pool) is the same training without fan
 
     python bench/scaleout.py             # about 6 minutes on 2 cores; needs Debian's postgresql (see `make scaleout`)
     python bench/scaleout.py --size 100  # 100 tickers: about 15 s of training per ticker and round here
+    python bench/scaleout.py --size 100 --rounds 1,2  # the worker rounds only (the in-flow round: 2244 s at 100)
+
+Each round prints the machine's load average over it (os.getloadavg), so a busy machine shows in the figures.
 """
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -30,7 +34,9 @@ def main() -> int:
     parser.add_argument(
         "--size", type=int, default=0, help="tickers: 0 the five sample stocks, N >= 20 sp500 + synthetic"
     )
-    size = parser.parse_args().size
+    parser.add_argument("--rounds", default="0,1,2", help="worker counts to run, 0 is the in-flow round (no pool)")
+    arguments = parser.parse_args()
+    size, rounds = arguments.size, [int(count) for count in arguments.rounds.split(",")]
     root = Path(tempfile.mkdtemp(prefix="stockops-bench-"))
     seconds = {}
     if size:
@@ -45,7 +51,8 @@ def main() -> int:
         stack.s3()
         stack.prefect()
         print(f"PostgreSQL, S3 server and Prefect server up in {time.perf_counter() - started:.1f} s", flush=True)
-        for label, workers in [("in the flow (no pool)", 0), ("1 worker", 1), ("2 workers", 2)]:
+        labels = {0: "in the flow (no pool)", 1: "1 worker", 2: "2 workers"}
+        for label, workers in [(labels[count], count) for count in rounds]:
             key = f"round{workers}"
             tracking = stack.mlflow(database=f"mlflow_{key}")
             stack.services[f"mlflow-{key}"] = stack.services.pop("mlflow")
@@ -61,20 +68,25 @@ def main() -> int:
             seconds[label] = time.perf_counter() - started
             assert trained.returncode == 0, trained.stdout[-2000:] + trained.stderr[-3000:]
             spread = {name: len(stack.worker_runs(name)) for name in names}
-            print(f"{label:<24} {seconds[label]:7.1f} s   flow runs per worker (cumulative): {spread}", flush=True)
+            load = os.getloadavg()[1]  # the 5-minute average, at the round's end
+            print(f"{label:<24} {seconds[label]:7.1f} s   flow runs per worker (cumulative): {spread}; "
+                  f"load average (5 min) {load:.1f}", flush=True)  # fmt: skip
             stack.stop(*names, f"mlflow-{key}")
     shutil.rmtree(root, ignore_errors=True)
-    one, two, plain = seconds["1 worker"], seconds["2 workers"], seconds["in the flow (no pool)"]
+    one, two, plain = (seconds.get(labels[count]) for count in (1, 2, 0))
     print()
     print(f"training {len(universe)} tickers (first training) as of {as_of}")
-    print(f"  in the flow, no pool   {plain:7.1f} s")
-    print(
-        f"  1 worker               {one:7.1f} s   ({one / plain:.2f}x the in-flow time: a process and a kernel per flow run)"
-    )
-    print(f"  2 workers              {two:7.1f} s")
-    print(
-        f"  speed-up 1 -> 2 workers {one / two:.2f}x (2 cores: the two workers, the servers and this process share them)"
-    )
+    if plain:
+        print(f"  in the flow, no pool   {plain:7.1f} s")
+    if one:
+        overhead = f"   ({one / plain:.2f}x the in-flow time: a process and a kernel per flow run)" if plain else ""
+        print(f"  1 worker               {one:7.1f} s{overhead}")
+    if two:
+        print(f"  2 workers              {two:7.1f} s")
+    if one and two:
+        print(
+            f"  speed-up 1 -> 2 workers {one / two:.2f}x (2 cores: the two workers, the servers and this process share them)"
+        )
     return 0
 
 
