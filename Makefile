@@ -5,6 +5,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# schemathesis fuzzes the running API against its OpenAPI document; its own venv keeps its pins out of the project's
+SCHEMATHESIS_VENV ?= .venv-schemathesis
+SCHEMATHESIS := $(SCHEMATHESIS_VENV)/bin/schemathesis
 
 .PHONY: help install run test test-fast scaleout check export lint format bench lab monitor clean
 
@@ -18,12 +21,16 @@ $(STAMP): pyproject.toml constraints.txt
 	@if git rev-parse --git-dir >/dev/null 2>&1; then git config --local include.path ../.gitconfig; fi
 	@touch $(STAMP)
 
+$(SCHEMATHESIS):
+	@test -x $(SCHEMATHESIS_VENV)/bin/python || $(PYTHON) -m venv $(SCHEMATHESIS_VENV)
+	$(SCHEMATHESIS_VENV)/bin/python -m pip install -q 'schemathesis==4.32.5'
+
 install: $(STAMP) ## create .venv and install stockops (editable) with the dev tools, pinned by constraints.txt
 
 run: $(STAMP) ## bring the workspace up on the bundled data: the daily flow through Prefect, then the API, dashboards, MLflow and Prefect UIs (Ctrl-C stops)
 	$(BIN)/stockops up
 
-test: $(STAMP) check ## check notebooks and package are in sync, run the notebooks' tests (nbdev-test) and pytest
+test: $(STAMP) $(SCHEMATHESIS) check ## check notebooks and package are in sync, run the notebooks' tests (nbdev-test) and pytest
 	$(BIN)/nbdev-test --n-workers 2
 	$(BIN)/pytest -q
 
@@ -66,13 +73,17 @@ bench: $(STAMP) ## benchmarks: first training (< 3 min); daily run, plain vs Pre
 lab: $(STAMP) ## JupyterLab on the workspace (127.0.0.1:8888)
 	$(BIN)/jupyter lab --no-browser --ip 127.0.0.1 --port 8888 --notebook-dir .
 
-monitor: $(STAMP) ## Debian's Prometheus on 127.0.0.1:9090 scraping the running API (from `make run` or `stockops serve`)
+monitor: $(STAMP) ## Debian's Prometheus on 127.0.0.1:9090 scraping the running API (from `make run` or `stockops serve`), its alerts to Alertmanager on 127.0.0.1:9093
 	@command -v prometheus >/dev/null || { echo "needs Debian's Prometheus: apt-get install prometheus"; exit 2; }
-	@mkdir -p data/prometheus
+	@command -v prometheus-alertmanager >/dev/null || { echo "needs Debian's Alertmanager: apt-get install prometheus-alertmanager"; exit 2; }
+	@mkdir -p data/prometheus data/alertmanager
+	@cp monitor/alerts.yml data/prometheus/alerts.yml
 	@port=$$($(BIN)/python -c 'from stockops.config import load_settings; print(load_settings().api_port)') && \
-	    sed "s/api:8000/127.0.0.1:$$port/" monitor/prometheus.yml > data/prometheus/prometheus.yml && \
-	    echo "Prometheus on http://127.0.0.1:9090 scraping http://127.0.0.1:$$port/metrics (Ctrl-C stops)"
-	prometheus --config.file=data/prometheus/prometheus.yml --storage.tsdb.path=data/prometheus/tsdb \
+	    sed -e "s/api:8000/127.0.0.1:$$port/" -e "s/alertmanager:9093/127.0.0.1:9093/" monitor/prometheus.yml > data/prometheus/prometheus.yml && \
+	    echo "Prometheus on http://127.0.0.1:9090 scraping http://127.0.0.1:$$port/metrics, alerts on http://127.0.0.1:9093 (Ctrl-C stops)"
+	prometheus-alertmanager --config.file=deploy/alertmanager.yml --storage.path=data/alertmanager \
+	    --web.listen-address=127.0.0.1:9093 --cluster.listen-address= --log.level=warn & \
+	trap 'kill $$!' EXIT; prometheus --config.file=data/prometheus/prometheus.yml --storage.tsdb.path=data/prometheus/tsdb \
 	    --web.listen-address=127.0.0.1:9090 --log.level=warn
 
 clean: ## remove the workspace state (data/, reports/ outputs); keeps .venv

@@ -14,7 +14,7 @@ from .config import Settings, validate_ticker
 
 # %% auto #0
 __all__ = ['CALENDAR_START', 'calendar_name', 'exchange_calendar', 'coverage_start', 'trading_days', 'is_trading_day',
-           'add_trading_days', 'session_closes']
+           'add_trading_days', 'session_closes', 'sessions_closed_after']
 
 # %% ../nbs/11_calendar.ipynb #c908b1a4
 CALENDAR_START = "1960-01-01"  # exchange-calendars defaults to 20 years back; users bring histories from the 1980s
@@ -89,3 +89,10 @@ def session_closes(code: str, days: pd.DatetimeIndex) -> pd.DatetimeIndex:
     days = pd.DatetimeIndex(days).tz_localize(None).normalize()
     known = pd.DatetimeIndex(closes.reindex(days))
     return known.where(~known.isna(), days.tz_localize("UTC") + usual).rename(None)
+
+# %% ../nbs/11_calendar.ipynb #ff17536e
+def sessions_closed_after(code: str, day: dt.date | str, now: pd.Timestamp) -> int:
+    "How many sessions of calendar `code` after `day` have closed by `now` (a UTC instant)."
+    now = pd.Timestamp(now).tz_convert("UTC") if pd.Timestamp(now).tzinfo else pd.Timestamp(now).tz_localize("UTC")
+    days = trading_days(code, pd.Timestamp(day) + pd.Timedelta(days=1), now.tz_localize(None))
+    return int((session_closes(code, days) <= now).sum()) if len(days) else 0

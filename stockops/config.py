@@ -14,13 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['TICKER_PATTERN', 'SOURCES', 'SECRET_KEYS', 'KEYS', 'ENV_PREFIX', 'SETTINGS_FILE', 'SECTION', 'BadInput',
-           'validate_ticker', 'parse_tickers', 'parse_date', 'SettingsError', 'Key', 'Settings', 'find_settings_file',
-           'load_settings', 'settings_from', 'environment_of', 'child_environment', 'set_process_environment',
-           'environment_value', 'is_loopback']
+__all__ = ['TICKER_PATTERN', 'TICKER_SCHEMA', 'SOURCES', 'SECRET_KEYS', 'KEYS', 'ENV_PREFIX', 'SETTINGS_FILE', 'SECTION',
+           'BadInput', 'validate_ticker', 'parse_tickers', 'parse_date', 'SettingsError', 'Key', 'Settings',
+           'find_settings_file', 'load_settings', 'settings_from', 'environment_of', 'child_environment',
+           'set_process_environment', 'environment_value', 'is_loopback']
 
 # %% ../nbs/00_config.ipynb #1e095212
 TICKER_PATTERN = re.compile(r"^[A-Z0-9^][A-Z0-9.\-=^]{0,14}$")
+# the same rule as a JSON Schema constraint (no lookaround, no '..', either case: the API upper-cases) for the OpenAPI document
+TICKER_SCHEMA = {"pattern": r"^[A-Za-z0-9^](?:\.?[A-Za-z0-9=^-])*\.?$", "max_length": 15}
 
 
 class BadInput(ValueError):

@@ -21,8 +21,8 @@ from .forecast import prediction_log
 from .prices import PriceStore, require_prices
 
 # %% auto #0
-__all__ = ['DRIFT_COLUMNS', 'DRIFT_TEST', 'DRIFT_P_VALUE', 'realised_forecasts', 'live_performance', 'DriftSummary',
-           'feature_drift', 'RetrainDecision', 'retrain_decision', 'MonitorResult', 'monitor_ticker']
+__all__ = ['DRIFT_COLUMNS', 'DRIFT_TEST', 'DRIFT_P_VALUE', 'MIN_REALISED', 'realised_forecasts', 'live_performance',
+           'DriftSummary', 'feature_drift', 'RetrainDecision', 'retrain_decision', 'MonitorResult', 'monitor_ticker']
 
 # %% ../nbs/50_monitor.ipynb #5852e04a
 def realised_forecasts(ticker: str, as_of: dt.date | str, settings: Settings) -> pd.DataFrame:
@@ -153,6 +153,9 @@ def feature_drift(
     return _summary(share, details, reference, current), snapshot
 
 # %% ../nbs/50_monitor.ipynb #99916fa9
+MIN_REALISED = 20  # realised forecasts a horizon needs before its live error and coverage are judged
+
+
 @dataclass
 class RetrainDecision:
     ticker: str
@@ -184,7 +187,7 @@ def retrain_decision(ticker: str, as_of, settings: Settings, champion_as_of: str
         check("champion age", age, settings.retrain_max_age, age > settings.retrain_max_age,
               f"champion trained as of {champion_as_of}, {age} trading days ago (limit {settings.retrain_max_age})")  # fmt: skip
     for row in live.itertuples(index=False):
-        if row.n < 20:
+        if row.n < MIN_REALISED:
             continue  # too few realised forecasts to judge this horizon
         limit = 1 + settings.retrain_error_margin
         check(f"live error h={row.horizon}", round(row.mae_ratio, 4), limit, row.mae_ratio > limit,

@@ -297,6 +297,7 @@ class Snapshot:
     cache: dict = field(default_factory=dict, compare=False)  # serialized answers, built at most once per snapshot
     histories: Mapping[str, pd.DataFrame] = field(default_factory=dict, compare=False)  # every stored ticker's bars
     logs: Mapping[str, pd.DataFrame] = field(default_factory=dict, compare=False)  # every ticker's prediction log
+    indices: tuple[str, ...] = ()  # the settings' market indices: stored as features, never forecast
 
     def view(self, ticker: str) -> TickerView | None:
         return self.views.get(validate_ticker(ticker))
@@ -354,7 +355,8 @@ def load_snapshot(settings: Settings, previous: Snapshot | None = None) -> Snaps
             ticker, history, logs[ticker], champion, records, monitor, monitor_path, candidates,
             histories, calendars, int(champion.get("recent_window_days") or 252) if champion else 252,
         )  # fmt: skip
-    return Snapshot(fingerprint, utc_now(), views, settings.monitor_window, histories=histories, logs=logs)
+    return Snapshot(fingerprint, utc_now(), views, settings.monitor_window, histories=histories, logs=logs,
+                    indices=tuple(settings.indices))  # fmt: skip
 
 # %% ../nbs/65_serving.ipynb #5c334b36
 class ServingState:

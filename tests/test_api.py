@@ -50,6 +50,10 @@ def test_every_endpoint_answers(client):
     assert client.get(drift["report_url"]).status_code == 200
     metrics = client.get("/metrics").text
     assert 'stockops_champion_version{ticker="IBM"} 1.0' in metrics and "http_requests_total" in metrics
+    behind = next(
+        line for line in metrics.splitlines() if line.startswith('stockops_forecast_sessions_behind{ticker="IBM"}')
+    )
+    assert float(behind.split()[-1]) > 13 * 240  # forecast as of 2013-01-31: every New York session since is late
     assert client.get("/docs").status_code == 200
 
 
@@ -62,7 +66,8 @@ def test_every_endpoint_answers(client):
         ("get", "/forecast/IBM?horizon=-1", None, 422),
         ("get", "/forecast/IBM?horizon=abc", None, 422),
         ("get", "/forecast/IBM?horizon=2", None, 422),
-        ("get", "/forecast/AAPL", None, 503),
+        ("get", "/forecast/AAPL", None, 409),  # stored, never trained
+        ("get", "/forecast/^IXIC", None, 404),  # a market index: stored as a feature, never forecast
         ("get", "/history/NVDA", None, 404),
         ("get", "/history/IBM?start=2013-02-30", None, 422),
         ("get", "/history/IBM?start=2013-01-31&end=2013-01-01", None, 422),
@@ -76,13 +81,16 @@ def test_every_endpoint_answers(client):
         ("post", "/predict", {"ticker": "IBM", "as_of": "2000-03-02"}, 422),  # too little history for its features
         ("post", "/predict", {"ticker": "IBM", "as_of": "last tuesday"}, 422),
         ("post", "/predict", {"ticker": "NVDA"}, 404),
-        ("post", "/predict", {"ticker": "AAPL"}, 503),
+        ("post", "/predict", {"ticker": "AAPL"}, 409),
+        ("post", "/predict", {"ticker": "^IXIC"}, 404),
+        ("post", "/predict", {"ticker": "IBM", "horizons": list(range(1, 18))}, 422),  # at most 16
+        ("get", "/history/IBM?columns=vwap", None, 422),
         ("post", "/predict", {"horizons": [1]}, 422),
         ("post", "/predict", "not json", 422),
-        ("post", "/train", {"tickers": ["IBM"]}, 403),  # no token configured: training over the API is off
+        ("post", "/train", {"tickers": ["IBM"]}, 401),  # no token given (and none configured: the message says so)
     ],
 )
-def test_bad_input_is_a_clear_4xx_or_503_never_a_500(client, method, url, body, status):
+def test_bad_input_is_a_clear_4xx_never_a_5xx(client, method, url, body, status):
     if method == "get":
         response = client.get(url)
     elif isinstance(body, str):
@@ -94,8 +102,24 @@ def test_bad_input_is_a_clear_4xx_or_503_never_a_500(client, method, url, body, 
     assert isinstance(detail, str) and len(detail) >= 9  # a message, at least Starlette's 'Not Found'
 
 
-def test_the_503_says_what_to_run(client):
+def test_the_409_says_what_to_run(client):
     assert "stockops train --tickers AAPL" in client.get("/forecast/AAPL").json()["detail"]
+    assert "market index" in client.get("/forecast/^IXIC").json()["detail"]
+
+
+def test_a_token_when_none_is_configured_is_a_403_a_missing_one_a_401(client):
+    missing = client.post("/train", json={})
+    assert missing.status_code == 401 and "training over the API is disabled" in missing.json()["detail"]
+    given = client.post("/train", json={}, headers={"Authorization": "Bearer anything"})
+    assert given.status_code == 403 and given.json()["detail"].startswith("training over the API is disabled")
+
+
+def test_history_ranges_and_columns_come_from_one_prepared_answer(client):
+    whole = client.get("/history/IBM").json()["bars"]
+    december = client.get("/history/IBM", params={"start": "2012-12-01", "end": "2012-12-31"}).json()["bars"]
+    assert december == [bar for bar in whole if "2012-12-01" <= bar["date"] <= "2012-12-31"] and len(december) == 20
+    closes = client.get("/history/IBM", params={"start": "2012-12-01", "end": "2012-12-31", "columns": "close"}).json()
+    assert closes["bars"] == [{"date": bar["date"], "close": bar["close"]} for bar in december]
 
 
 def test_training_with_overridden_settings_and_launcher(settings, tmp_path):

@@ -217,7 +217,7 @@ def test_compose_file_validates_with_every_service_healthchecked(compose_env):
     config = yaml.safe_load(checked.stdout)
     services = config["services"]
     assert set(services) >= {"postgres", "minio", "minio-init", "mlflow", "prefect-server", "prefect-worker", "api",
-                             "nginx", "voila", "prometheus", "grafana"}  # fmt: skip
+                             "nginx", "voila", "prometheus", "alertmanager", "grafana"}  # fmt: skip
     assert [name for name, service in services.items() if "test" not in service.get("healthcheck", {})] == []
     for name, service in services.items():
         for dependency, condition in service.get("depends_on", {}).items():

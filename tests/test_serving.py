@@ -4,6 +4,7 @@ scraping /metrics, and headless Debian Chromium driven by Playwright loading bot
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -86,6 +87,13 @@ class Served:
         self.processes.append(process)
         return process
 
+    def start_process(self, command: list[str]) -> subprocess.Popen:
+        "A server that is not `stockops` (Prometheus, Alertmanager), stopped with the others."
+        process = subprocess.Popen(command, cwd=self.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   start_new_session=True)  # fmt: skip
+        self.processes.append(process)
+        return process
+
     def api(self, extra_env: dict | None = None) -> tuple[str, subprocess.Popen]:
         port = free_port()
         process = self.start("serve", "--port", str(port), extra_env=extra_env)
@@ -146,6 +154,26 @@ def test_api_process_serves_forecasts_with_evidence(served):
     assert status == 200 and {"/forecast/{ticker}", "/predict", "/train", "/runs/{run_id}", "/metrics"} <= set(
         schema["paths"]
     )
+
+
+SCHEMATHESIS = REPO / ".venv-schemathesis" / "bin" / "schemathesis"  # `make test` installs it in its own venv
+
+
+def test_schemathesis_finds_nothing_with_all_its_checks(served):
+    """schemathesis against the real API with every check: no server error, every status code documented, every
+    answer valid against its declared schema, schema-valid requests accepted and schema-violating ones refused (the
+    few rules across fields or against stored data the document cannot express: tests/schemathesis.toml)."""
+    if not SCHEMATHESIS.exists():
+        pytest.fail(f"schemathesis is needed at {SCHEMATHESIS}: `make test` installs it")
+    base, _ = served.api()
+    result = subprocess.run(
+        [str(SCHEMATHESIS), "--config-file", str(REPO / "tests" / "schemathesis.toml"), "run", f"{base}/openapi.json",
+         "--checks", "all", "--max-examples", "25", "--seed", "20261204", "--no-color"],
+        capture_output=True, text=True, timeout=600, cwd=served.root,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    tested = int(result.stdout.split(" generated, ")[0].split()[-1])
+    assert "Tested: 10" in result.stdout and tested > 300 and f"{tested} passed" in result.stdout, result.stdout[-3000:]
 
 
 @pytest.mark.slow
@@ -226,6 +254,7 @@ def test_prometheus_scrapes_the_stockops_metrics(served, tmp_path):
     assert check.returncode == 0, check.stdout + check.stderr
     port = free_port()
     config = tmp_path / "prometheus.yml"
+    shutil.copy(REPO / "monitor" / "alerts.yml", tmp_path)  # the config's rule_files, beside it
     config.write_text(
         (REPO / "monitor" / "prometheus.yml").read_text().replace("api:8000", base.removeprefix("http://"))
         .replace("scrape_interval: 15s", "scrape_interval: 1s")
@@ -253,6 +282,73 @@ def test_prometheus_scrapes_the_stockops_metrics(served, tmp_path):
     for expression in expressions:  # every panel's PromQL parses and, but for error rate, has data
         status, answer = get(f"http://127.0.0.1:{port}/api/v1/query?query={urllib.request.quote(expression)}", 5)
         assert status == 200 and answer["status"] == "success", (expression, answer)
+
+
+ALERTMANAGER = Path("/usr/bin/prometheus-alertmanager")
+
+
+def test_a_stale_forecast_alert_fires_through_alertmanager(served, tmp_path):
+    """End to end: the API's gauges, a real Prometheus evaluating monitor/alerts.yml, a real Alertmanager routing with
+    deploy/alertmanager.yml's route to a webhook (this test's HTTP server). IBM's latest forecast is as of 2013-01-31,
+    so every New York session since is late and StockopsForecastStale fires. The rules' `for` durations are set to 0 s
+    in this copy (the promtool unit tests check them); nothing else changes."""
+    import http.server
+
+    if not (PROMETHEUS.exists() and ALERTMANAGER.exists()):
+        pytest.fail("Debian's prometheus and prometheus-alertmanager are needed (.ci/run installs them)")
+    base, _ = served.api()
+    received: list[dict] = []
+
+    class Webhook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    hook = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Webhook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    route = (REPO / "deploy" / "alertmanager.yml").read_text()
+    route = route.replace("group_wait: 30s", "group_wait: 1s").replace("group_interval: 5m", "group_interval: 1s")
+    route = route.replace(
+        "  - name: stockops\n",
+        f"  - name: stockops\n    webhook_configs:\n      - url: http://127.0.0.1:{hook.server_port}/\n",
+    )
+    (tmp_path / "alertmanager.yml").write_text(route)
+    alerting, web = free_port(), free_port()
+    manager = served.start_process([str(ALERTMANAGER), f"--config.file={tmp_path / 'alertmanager.yml'}",
+                                    f"--storage.path={tmp_path / 'am'}", f"--web.listen-address=127.0.0.1:{alerting}",
+                                    "--cluster.listen-address="])  # fmt: skip
+    rules = (REPO / "monitor" / "alerts.yml").read_text()
+    (tmp_path / "alerts.yml").write_text(rules.replace("for: 3h", "for: 0s").replace("for: 1h", "for: 0s"))
+    config = (REPO / "monitor" / "prometheus.yml").read_text().replace("api:8000", base.removeprefix("http://"))
+    config = config.replace("alertmanager:9093", f"127.0.0.1:{alerting}").replace("interval: 15s", "interval: 1s")
+    (tmp_path / "prometheus.yml").write_text(config)
+    prometheus = served.start_process([str(PROMETHEUS), f"--config.file={tmp_path / 'prometheus.yml'}",
+                                       f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{web}"])  # fmt: skip
+
+    def fired():
+        for message in received:
+            for alert in message["alerts"]:
+                labels = alert["labels"]
+                if (labels["alertname"], labels.get("ticker"), alert["status"]) == (
+                    "StockopsForecastStale",
+                    "IBM",
+                    "firing",
+                ):
+                    return alert
+        return None
+
+    try:
+        alert = wait_until(fired, 90, "StockopsForecastStale for IBM at the webhook", prometheus)
+    finally:
+        hook.shutdown()
+    assert alert["annotations"]["summary"] == "IBM: no forecast since the last close"
+    assert alert["labels"]["severity"] == "warning" and manager.poll() is None
+    late = int(alert["annotations"]["description"].split()[0])
+    assert late > 13 * 240  # sessions since 2013-01-31, from the API's stockops_forecast_sessions_behind
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,8 @@ ROUTERS = (system.router, market.router, forecasts.router, models.router, monito
 
 
 async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
-    problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'] if p != 'body')}: {e['msg']}" for e in error.errors())
+    where = ("body", "query", "path", "header")  # the field's name says enough: "start: ...", "horizons.0: ..."
+    problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'] if p not in where)}: {e['msg']}" for e in error.errors())
     return JSONResponse({"detail": problems or "invalid request"}, status_code=422)
 
 
@@ -51,6 +52,8 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
     def prepare(snapshot) -> None:
         forecasts.prebuild_forecasts(snapshot)  # milliseconds: the bytes /forecast serves
         market.tickers_body(snapshot)  # and /tickers
+        if snapshot is not state.snapshot:  # a refresh: the served one is still the old
+            market.carry_histories(state.snapshot, snapshot)  # the /history bytes of unchanged bars
         predictor.warm(snapshot)  # seconds: champions and their feature tables
 
     state.on_refresh(prepare)

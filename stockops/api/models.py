@@ -11,7 +11,7 @@ import datetime as dt
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from .deps import ViewDep, finite
+from .deps import ViewDep, finite, problems
 
 # %% ../../nbs/70e_api_models.ipynb #fa1c95d1
 router = APIRouter(tags=["models"])
@@ -50,7 +50,7 @@ class Models(BaseModel):
     promotions: list[Promotion]
 
 # %% ../../nbs/70e_api_models.ipynb #6414995e
-@router.get("/models/{ticker}", response_model=Models)
+@router.get("/models/{ticker}", response_model=Models, responses=problems(404, 422))
 def ticker_models(view: ViewDep) -> Models:
     "The champion, every candidate's walk-forward metrics against naive, and the promotion history."
     champion = view.champion or {}

@@ -12,7 +12,7 @@ from pathlib import Path
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel
 
-from .deps import SettingsDep, ViewDep, finite
+from .deps import SettingsDep, ViewDep, finite, problems
 
 # %% ../../nbs/70f_api_monitoring.ipynb #44537813
 router = APIRouter(tags=["monitoring"])
@@ -47,7 +47,7 @@ def report_url(report: str | None, reports_dir: Path) -> str | None:
         return None
 
 
-@router.get("/drift/{ticker}", response_model=Drift)
+@router.get("/drift/{ticker}", response_model=Drift, responses=problems(404, 422))
 def drift(view: ViewDep, settings: SettingsDep) -> Drift:
     "The latest monitoring summary: Evidently's drift share and per-column tests, the retraining decision, the report."
     summary = view.monitor

@@ -13,8 +13,8 @@ from fastapi import APIRouter, HTTPException
 from fastapi import Path as PathParam
 from pydantic import BaseModel, Field, field_validator
 
-from .deps import LauncherDep, SettingsDep, SnapshotDep, TokenDep
-from ..config import BadInput, parse_tickers
+from .deps import LauncherDep, SettingsDep, SnapshotDep, TokenDep, problems
+from ..config import TICKER_SCHEMA, BadInput, parse_tickers
 from ..files import utc_now
 from ..runs import RUN_ID_PATTERN, read_run, record_run
 
@@ -23,7 +23,7 @@ router = APIRouter(tags=["runs"])
 
 # %% ../../nbs/70g_api_runs.ipynb #05fbd60c
 class TrainRequest(BaseModel):
-    tickers: list[str] | None = Field(None, description="default: the universe")
+    tickers: list[Annotated[str, Field(**TICKER_SCHEMA)]] | None = Field(None, description="default: the universe")
     force: bool = False  # retrain even when the champion is current
 
     @field_validator("tickers")
@@ -49,7 +49,13 @@ class RunInfo(BaseModel):
     result: dict | None = None
 
 # %% ../../nbs/70g_api_runs.ipynb #d438080b
-@router.post("/train", response_model=RunInfo, status_code=202, dependencies=[TokenDep])
+@router.post(
+    "/train",
+    response_model=RunInfo,
+    status_code=202,
+    dependencies=[TokenDep],
+    responses=problems(400, 401, 403, 404, 422),
+)
 def train(request: TrainRequest, settings: SettingsDep, snapshot: SnapshotDep, launcher: LauncherDep) -> RunInfo:
     "Start the training flow for some tickers (bearer token); returns the run id at once. Poll GET /runs/{id}."
     symbols = request.tickers or list(settings.universe)
@@ -63,7 +69,7 @@ def train(request: TrainRequest, settings: SettingsDep, snapshot: SnapshotDep, l
     return RunInfo(**record)
 
 # %% ../../nbs/70g_api_runs.ipynb #3e17b8f5
-@router.get("/runs/{run_id}", response_model=RunInfo)
+@router.get("/runs/{run_id}", response_model=RunInfo, responses=problems(404, 422))
 def run_status(run_id: Annotated[str, PathParam(pattern=RUN_ID_PATTERN)], settings: SettingsDep) -> RunInfo:
     "A run started over the API: status, Prefect flow run id, result or failure."
     record = read_run(settings, run_id)
