@@ -104,7 +104,7 @@ def _services(settings: Settings) -> dict[str, tuple[list[str], str]]:
     return {
         "API": (
             [sys.executable, "-m", "stockops.cli", "serve"],
-            f"http://{settings.api_host}:{settings.api_port}/health",
+            f"{settings.api_url}/health",
         ),
         "dashboards": (voila_command(settings, settings.dashboard_port, None), f"{dashboards}/voila/static/voila.js"),
         "MLflow UI": (mlflow_ui, f"http://127.0.0.1:{settings.mlflow_ui_port}/health"),
@@ -113,7 +113,7 @@ def _services(settings: Settings) -> dict[str, tuple[list[str], str]]:
 
 def _addresses(settings: Settings, prefect_url: str, logs) -> list[str]:
     "The lines `up` prints once everything answers."
-    api, dashboards = f"http://{settings.api_host}:{settings.api_port}", f"http://127.0.0.1:{settings.dashboard_port}"
+    api, dashboards = settings.api_url, f"http://127.0.0.1:{settings.dashboard_port}"
     return [
         f"  API          {api}/docs",
         f"  forecast     {dashboards}/voila/render/forecast.ipynb",

@@ -322,6 +322,12 @@ class Settings:
         "Where MLflow artifacts go when tracking locally."
         return self.data_dir / "mlartifacts"
 
+    @property
+    def api_url(self) -> str:
+        "Where this machine reaches the API (`stockops serve`): a wildcard bind address is reached on 127.0.0.1."
+        host = "127.0.0.1" if self.api_host in ("0.0.0.0", "::", "") else self.api_host
+        return f"http://{host}:{self.api_port}"
+
     def text(self, key: str) -> str:
         "The value of `key` as settings.ini would write it: parsing it gives the value back (the transport's encoding)."
         value = getattr(self, key)

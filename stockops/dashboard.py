@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import html
+import logging
+import threading
 from pathlib import Path
 
 import ipywidgets as widgets
@@ -14,12 +16,15 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from .config import Settings
-from .serving import Snapshot, TickerView, backtest_verdict, live_verdict
+from .events import sse_messages
+from .serving import Snapshot, TickerView, backtest_verdict, live_verdict, load_snapshot
+
+_log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['TRACES', 'fan_data', 'forecast_figure', 'update_forecast_figure', 'evidence_card', 'ForecastDashboard',
-           'live_history', 'drift_history', 'report_url', 'mlflow_run_url', 'promotions_table', 'runbook_links',
-           'MonitorDashboard']
+__all__ = ['TRACES', 'fan_data', 'forecast_figure', 'update_forecast_figure', 'evidence_card', 'EventFollower',
+           'ForecastDashboard', 'live_history', 'drift_history', 'report_url', 'mlflow_run_url', 'promotions_table',
+           'runbook_links', 'MonitorDashboard']
 
 # %% ../nbs/71_dashboard.ipynb #fc6bd7f0
 TRACES = ["price", "90% interval", "80% interval", "forecast", "past forecasts", "past 90% intervals"]
@@ -102,6 +107,51 @@ def evidence_card(view: TickerView, horizon: int, window_days: int) -> str:
         + "</div>"
     )
 
+# %% ../nbs/71_dashboard.ipynb #e367b7c3
+class EventFollower:
+    "Follow the API's `/events` in a daemon thread: `on_event(message)` for each event, resuming after its last id."
+
+    def __init__(self, url: str, on_event, status: widgets.HTML | None = None, types=("forecast", "promotion"),
+                 retry: float = 2.0):  # fmt: skip
+        self.url, self.on_event, self.status, self.types, self.retry = url, on_event, status, list(types), retry
+        self.last_id: str | None = None
+        self.received = 0
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True, name="stockops-events")
+
+    def start(self) -> EventFollower:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        import httpx
+
+        while not self._stop.is_set():
+            headers = {"Last-Event-ID": self.last_id} if self.last_id else {}
+            try:
+                with httpx.stream("GET", f"{self.url}/events", params={"types": self.types}, headers=headers,
+                                  timeout=httpx.Timeout(10.0, read=60.0)) as response:  # fmt: skip
+                    response.raise_for_status()
+                    if self.status is not None:
+                        self.status.value = "<small>live: following the API's events</small>"
+                    for message in sse_messages(response.iter_lines()):
+                        self.last_id = message.get("id", self.last_id)
+                        if self._stop.is_set():
+                            return
+                        if "data" in message and message.get("event") in self.types:
+                            self.received += 1
+                            try:
+                                self.on_event(message)
+                            except Exception:  # one bad redraw must not end the stream
+                                _log.exception("redrawing after %s", message.get("id"))
+            except httpx.HTTPError as error:
+                if self.status is not None:
+                    self.status.value = f"<small>live updates paused: the API at {html.escape(self.url)} does not answer ({html.escape(type(error).__name__)}); retrying</small>"
+            self._stop.wait(self.retry)
+
 # %% ../nbs/71_dashboard.ipynb #541c7624
 class ForecastDashboard:
     "Ticker and horizon pickers, the forecast fan and the evidence card; `widget` is what the notebook displays."
@@ -114,9 +164,10 @@ class ForecastDashboard:
         self.horizon = widgets.Dropdown(options=self._horizons(), description="Horizon")
         self.figure = forecast_figure()
         self.card = widgets.HTML()
+        self.live = widgets.HTML()  # what the event stream last said, or why there is none
         self.ticker.observe(self._ticker_changed, names="value")
         self.horizon.observe(lambda change: self.update(), names="value")
-        self.widget = widgets.VBox([widgets.HBox([self.ticker, self.horizon]), self.card, self.figure])
+        self.widget = widgets.VBox([widgets.HBox([self.ticker, self.horizon, self.live]), self.card, self.figure])
         self.update()
 
     def _horizons(self) -> list[tuple[str, int]]:
@@ -139,6 +190,26 @@ class ForecastDashboard:
             return
         update_forecast_figure(self.figure, view, self.horizon.value)
         self.card.value = evidence_card(view, self.horizon.value, self.snapshot.monitor_window)
+
+    def follow(self, settings: Settings, url: str | None = None) -> EventFollower:
+        "Redraw when the API's event stream says a forecast or a champion decision landed (the page is not reloaded)."
+
+        def landed(message: dict) -> None:
+            data = message["data"]
+            self.snapshot = load_snapshot(settings, self.snapshot)  # rereads only the files that changed
+            forecastable = [t for t, v in self.snapshot.views.items() if not v.latest.empty]
+            if forecastable and list(self.ticker.options) != forecastable and self.ticker.value in forecastable:
+                self.ticker.options = forecastable  # a newly forecast ticker joins the picker
+            when = pd.Timestamp(data["time"]).strftime("%Y-%m-%d %H:%M UTC")
+            what = "forecast" if data["type"] == "forecast" else f"champion decision ({data.get('decision')})"
+            self.live.value = (f"<small>live: {html.escape(what)} for {html.escape(str(data['ticker']))} as of "
+                               f"{data['as_of']}, model v{data['model_version']}, {when}</small>")  # fmt: skip
+            if data["ticker"] == self.ticker.value:
+                self._ticker_changed(None)  # its horizons may have changed too
+
+        self.live.value = "<small>live: connecting to the API's events</small>"
+        self.follower = EventFollower(url or settings.api_url, landed, self.live).start()
+        return self.follower
 
 # %% ../nbs/71_dashboard.ipynb #213d2560
 def live_history(settings: Settings, view: TickerView, horizon: int, window: int = 21) -> pd.DataFrame:
@@ -172,7 +243,7 @@ def drift_history(settings: Settings, ticker: str) -> pd.DataFrame:
 def report_url(settings: Settings, path: Path | str) -> str:
     "Where the API serves a file of the reports folder."
     relative = Path(path).resolve().relative_to(settings.reports_dir.resolve())
-    return f"http://{settings.api_host}:{settings.api_port}/reports/{relative.as_posix()}"
+    return f"{settings.api_url}/reports/{relative.as_posix()}"
 
 
 def mlflow_run_url(settings: Settings, experiment_id: str, run_id: str) -> str:

@@ -49,6 +49,7 @@ def workspace_fingerprint(settings: Settings) -> tuple:
         *sorted((settings.data_dir / "predictions").glob("*.parquet")),
         settings.data_dir / "promotion_log.jsonl",
         *monitor_files(settings),
+        *sorted((settings.data_dir / "runs").glob("*.json")),  # runs started over the API: their status changes
     ]
     stamps = []
     for path in paths:
@@ -298,6 +299,7 @@ class Snapshot:
     histories: Mapping[str, pd.DataFrame] = field(default_factory=dict, compare=False)  # every stored ticker's bars
     logs: Mapping[str, pd.DataFrame] = field(default_factory=dict, compare=False)  # every ticker's prediction log
     indices: tuple[str, ...] = ()  # the settings' market indices: stored as features, never forecast
+    runs: Mapping[str, dict] = field(default_factory=dict, compare=False)  # the run records by run id
 
     def view(self, ticker: str) -> TickerView | None:
         return self.views.get(validate_ticker(ticker))
@@ -308,6 +310,24 @@ def _read_changed(tickers: list[str], path, read, before: Mapping, stamps: dict,
     kept = {t: before[t] for t in tickers if t in before and old.get(path(t)) is not None and old.get(path(t)) == stamps.get(path(t))}  # fmt: skip
     fresh = [t for t in tickers if t not in kept]
     return kept | dict(zip(fresh, pool.map(read, fresh), strict=True))
+
+
+def _read_runs(settings: Settings, stamps: dict, old: dict, before: Mapping) -> dict[str, dict]:
+    "The run records, each read again only when its stamp changed."
+    import json
+
+    runs = {}
+    for path in sorted((settings.data_dir / "runs").glob("*.json")):
+        kept = before.get(path.stem)
+        unchanged = kept is not None and old.get(str(path)) is not None and old.get(str(path)) == stamps.get(str(path))
+        try:
+            runs[path.stem] = kept if unchanged else json.loads(path.read_text())
+        except (
+            OSError,
+            ValueError,
+        ):  # written atomically, but removed (or not yet complete) between listing and reading
+            continue
+    return runs
 
 
 def load_snapshot(settings: Settings, previous: Snapshot | None = None) -> Snapshot:
@@ -335,6 +355,7 @@ def load_snapshot(settings: Settings, previous: Snapshot | None = None) -> Snaps
         histories = _read_changed(tickers, store.path, bars, previous.histories if previous else {}, stamps, old, pool)
         logs = _read_changed(tickers, predictions_path, lambda ticker: prediction_log(settings, ticker),
                              previous.logs if previous else {}, stamps, old, pool)  # fmt: skip
+    runs = _read_runs(settings, stamps, old, previous.runs if previous else {})
     calendars = {ticker: calendar_name(ticker, settings) for ticker in histories}
     monitors = _latest_monitors(settings, set(histories))
     views = {}
@@ -356,7 +377,7 @@ def load_snapshot(settings: Settings, previous: Snapshot | None = None) -> Snaps
             histories, calendars, int(champion.get("recent_window_days") or 252) if champion else 252,
         )  # fmt: skip
     return Snapshot(fingerprint, utc_now(), views, settings.monitor_window, histories=histories, logs=logs,
-                    indices=tuple(settings.indices))  # fmt: skip
+                    indices=tuple(settings.indices), runs=runs)  # fmt: skip
 
 # %% ../nbs/65_serving.ipynb #5c334b36
 class ServingState:
@@ -369,9 +390,14 @@ class ServingState:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._listeners: list = []  # called with each new snapshot before it is swapped in
+        self._swapped: list = []  # called with (old, new) once the new one is served
 
     def on_refresh(self, listener) -> None:
         self._listeners.append(listener)
+
+    def on_swap(self, listener) -> None:
+        "Call `listener(old, new)` after each swap (e.g. tell subscribers: what they ask for next is served)."
+        self._swapped.append(listener)
 
     def refresh(self) -> bool:
         "Swap in a new snapshot if the workspace changed; True when it did."
@@ -385,8 +411,13 @@ class ServingState:
             return False
         for listener in self._listeners:  # e.g. load a new champion before the first request needs it
             listener(snapshot)
-        self.snapshot = snapshot  # one reference assignment: readers see the old or the new, never half
+        old, self.snapshot = self.snapshot, snapshot  # one reference assignment: readers see the old or the new
         self.refreshes += 1
+        for listener in self._swapped:
+            try:
+                listener(old, snapshot)
+            except Exception as error:  # a subscriber's problem is not the snapshot's
+                _log.warning("after the snapshot swap: %s", error)
         return True
 
     def _loop(self, seconds: float) -> None:

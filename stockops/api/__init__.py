@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 import stockops
-from . import forecasts, market, models, monitoring, runs, system
+from . import events, forecasts, market, models, monitoring, runs, system
 from ..config import BadInput, Settings, is_loopback, load_settings
 from ..serving import Predictor, ServingState
 
@@ -29,7 +29,7 @@ def check_binding(settings: Settings, host: str | None = None) -> None:
         )
 
 # %% ../../nbs/70_api.ipynb #7b0654c8
-ROUTERS = (system.router, market.router, forecasts.router, models.router, monitoring.router, runs.router)
+ROUTERS = (system.router, market.router, forecasts.router, models.router, monitoring.router, runs.router, events.router)
 
 
 async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -78,6 +78,9 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
     settings.reports_dir.mkdir(parents=True, exist_ok=True)
     app.mount("/reports", StaticFiles(directory=settings.reports_dir), name="reports")
     requests = system.instrument(app, state)  # request rate, errors and latency per route; the stockops gauges
+    app.state.events = hub = events.EventHub()  # the open /events streams, told after each swap
+    state.on_swap(hub.swapped)
+    app.state.stockops_registry.register(events.HubCollector(hub))
     app.add_middleware(forecasts.CachedForecasts, state=state, metrics=requests)  # outermost: the one fast path
     return app
 
