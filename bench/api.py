@@ -1,16 +1,20 @@
-"""Benchmark: the API's forecast routes against a bare FastAPI endpoint and MLflow's scoring server, in one run.
+"""Benchmark: the API's routes under load against a bare FastAPI endpoint and MLflow's scoring server, in one run.
 
 Setup (not timed): a temporary workspace with the bundled AAPL and S&P 500 prices, AAPL trained (baseline experiment)
 as of 2013-01-31 and forecast for that day. Then, one after another on the same machine, one uvicorn worker each:
   forecast  - GET /forecast/AAPL of `stockops serve` (the latest logged forecast with its evidence: prebuilt bytes
               through the ordinary router)
   predict   - POST /predict {"ticker": "AAPL", "as_of": "2013-01-15"} (the champion forecasting on demand)
+  history   - GET /history/AAPL (13 years of bars, 0.4 MB) and GET /history/AAPL?start=2012-02-01 (a year)
+  mixed     - /history and /predict loaded at once (32 + 31 connections) while one connection asks GET /health:
+              the event loop is never blocked, so /health stays fast
   bare      - GET /constant of a plain FastAPI app returning {"ok": true} (the ceiling)
   same-stack- GET /constant added to the stockops app (the ceiling with its instrumentation: request metrics)
   mlflow    - POST /invocations of `mlflow models serve --env-manager local` scoring the same champion on one feature row
-All servers run at once; load: wrk, 1 thread, 32 connections, DURATION seconds per endpoint, in 3 interleaved rounds after
+All servers run at once; load: wrk, 1 thread, 64 connections, DURATION seconds per endpoint, in 3 interleaved rounds after
 a warm-up; the median round counts. Prints req/s, p50, p99 and the ratios.
-Targets: forecast >= 0.8x bare and >= 25x mlflow; predict >= 3x mlflow with p99 < 100 ms.
+Targets: forecast >= 0.8x bare and >= 25x mlflow; predict >= 3x mlflow with p99 < 100 ms; /history p99 < 50 ms with
+no errors; /health p99 < 20 ms while /history and /predict are loaded.
 
     apt-get install wrk   # once
     .venv/bin/python bench/api.py [DURATION]
@@ -30,7 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 AS_OF, PREDICT_DAY = "2013-01-31", "2013-01-15"
 PORTS = {"forecast": 8301, "bare": 8302, "same-stack": 8303, "mlflow": 8304}
-CONNECTIONS = 32
+CONNECTIONS = 64
 ROUNDS = 3
 
 
@@ -70,9 +74,9 @@ def wait(url: str, process: subprocess.Popen, seconds: int = 120) -> None:
             time.sleep(0.5)
 
 
-def wrk(url: str, seconds: int, body: dict | None = None) -> dict:
-    "req/s, p50 and p99 (ms) and non-2xx count from one wrk run."
-    command = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", url]
+def wrk(url: str, seconds: int, body: dict | None = None, connections: int = CONNECTIONS) -> dict:
+    "req/s, p50 and p99 (ms) and non-2xx count and socket errors (timeouts included) from one wrk run."
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "--latency", url]
     script = None
     if body is not None:
         script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
@@ -89,8 +93,22 @@ def wrk(url: str, seconds: int, body: dict | None = None) -> dict:
         return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    failed = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
     return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)), "p50": latency("50%"),
-            "p99": latency("99%"), "errors": int(errors.group(1)) if errors else 0}  # fmt: skip
+            "p99": latency("99%"), "errors": (int(errors.group(1)) if errors else 0)
+            + (sum(int(n) for n in failed.groups()) if failed else 0)}  # fmt: skip
+
+
+def mixed(seconds: int, predict_body: dict) -> dict:
+    "/health latency over one connection while /history (32 connections) and /predict (31) load the same server."
+    from concurrent.futures import ThreadPoolExecutor
+
+    base = f"http://127.0.0.1:{PORTS['forecast']}"
+    with ThreadPoolExecutor(3) as pool:
+        history = pool.submit(wrk, f"{base}/history/AAPL", seconds, None, 32)
+        predict = pool.submit(wrk, f"{base}/predict", seconds, predict_body, 31)
+        health = pool.submit(wrk, f"{base}/health", seconds, None, 1)
+        return {"health": health.result(), "history": history.result(), "predict": predict.result()}
 
 
 def main() -> None:
@@ -138,6 +156,8 @@ print(json.dumps({{"families": result.families, "tracking": settings.tracking_ur
     loads = {
         "GET /forecast/AAPL": ("forecast", "/forecast/AAPL", None),
         "POST /predict": ("forecast", "/predict", {"ticker": "AAPL", "as_of": PREDICT_DAY}),
+        "GET /history/AAPL": ("forecast", "/history/AAPL", None),
+        "GET /history/AAPL, a year": ("forecast", "/history/AAPL?start=2012-02-01", None),
         "bare FastAPI constant": ("bare", "/constant", None),
         "constant, stockops stack": ("same-stack", "/constant", None),
         "mlflow models serve": ("mlflow", "/invocations", invocation),
@@ -147,6 +167,7 @@ print(json.dumps({{"families": result.families, "tracking": settings.tracking_ur
                  for name, command in servers.items()}  # fmt: skip
     health = {"forecast": "/health", "bare": "/constant", "same-stack": "/constant", "mlflow": "/ping"}
     samples: dict[str, list[dict]] = {name: [] for name in loads}
+    loaded: list[dict] = []  # the mixed rounds
     try:
         for name, process in processes.items():
             wait(f"http://127.0.0.1:{PORTS[name]}{health[name]}", process)
@@ -157,14 +178,19 @@ print(json.dumps({{"families": result.families, "tracking": settings.tracking_ur
                 sample = wrk(f"http://127.0.0.1:{PORTS[target]}{path}", seconds, body)
                 samples[name].append(sample)
                 print(f"  round {round_} {name:<26} {sample['rps']:>8.0f} req/s  p50 {sample['p50']:7.2f} ms  "
-                      f"p99 {sample['p99']:7.2f} ms  non-2xx {sample['errors']}", flush=True)  # fmt: skip
+                      f"p99 {sample['p99']:7.2f} ms  errors {sample['errors']}", flush=True)  # fmt: skip
+            loaded.append(mixed(seconds, loads["POST /predict"][2]))
+            print(f"  round {round_} mixed: /health p99 {loaded[-1]['health']['p99']:.2f} ms while /history "
+                  f"{loaded[-1]['history']['rps']:.0f} req/s (p99 {loaded[-1]['history']['p99']:.1f} ms) and /predict "
+                  f"{loaded[-1]['predict']['rps']:.0f} req/s", flush=True)  # fmt: skip
     finally:
         for process in processes.values():
             process.terminate()
             process.wait(timeout=30)
     results = {name: {key: sorted(s[key] for s in runs)[len(runs) // 2] for key in ("rps", "p50", "p99")}
                | {"errors": sum(s["errors"] for s in runs)} for name, runs in samples.items()}  # fmt: skip
-    forecast, predict = results["GET /forecast/AAPL"], results["POST /predict"]
+    forecast, predict, history = results["GET /forecast/AAPL"], results["POST /predict"], results["GET /history/AAPL"]
+    under_load = sorted(m["health"]["p99"] for m in loaded)[len(loaded) // 2]
     bare, stack, scoring = (
         results["bare FastAPI constant"],
         results["constant, stockops stack"],
@@ -172,7 +198,7 @@ print(json.dumps({{"families": result.families, "tracking": settings.tracking_ur
     )
     print(f"\nmedian of {ROUNDS} interleaved rounds of wrk -t1 -c{CONNECTIONS} -d{seconds}s; one uvicorn worker per server, "
           f"{os.cpu_count()} cores")  # fmt: skip
-    print(f"{'endpoint':<28}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}")
+    print(f"{'endpoint':<28}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>9}")
     for name, row in results.items():
         print(f"{name:<28}{row['rps']:>9.0f}{row['p50']:>9.2f}{row['p99']:>9.2f}{row['errors']:>9}")
     checks = [
@@ -186,6 +212,11 @@ print(json.dumps({{"families": result.families, "tracking": settings.tracking_ur
         print(f"{label:<47}{ratio:>8.2f}x  >= {target}x  {'met' if ratio >= target else 'NOT met'}")
     print(f"/predict p99                                   {predict['p99']:>7.1f} ms  < 100 ms  "
           f"{'met' if predict['p99'] < 100 else 'NOT met'}")  # fmt: skip
+    history_ok = history["p99"] < 50 and history["errors"] == 0
+    print(f"/history (13 years) p99                        {history['p99']:>7.1f} ms  < 50 ms, 0 errors "
+          f"({history['errors']})  {'met' if history_ok else 'NOT met'}")  # fmt: skip
+    print(f"/health p99 while /history and /predict load   {under_load:>7.1f} ms  < 20 ms  "
+          f"{'met' if under_load < 20 else 'NOT met'}")  # fmt: skip
     shutil.rmtree(root, ignore_errors=True)
 
 

@@ -22,9 +22,9 @@ from .serving import Snapshot, TickerView, backtest_verdict, live_verdict, load_
 _log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['TRACES', 'fan_data', 'forecast_figure', 'update_forecast_figure', 'evidence_card', 'EventFollower',
-           'ForecastDashboard', 'live_history', 'drift_history', 'report_url', 'mlflow_run_url', 'promotions_table',
-           'runbook_links', 'MonitorDashboard']
+__all__ = ['TRACES', 'MIN_POINTS', 'fan_data', 'forecast_figure', 'update_forecast_figure', 'evidence_card', 'EventFollower',
+           'ForecastDashboard', 'empty_note', 'live_gap', 'live_history', 'drift_history', 'report_url',
+           'mlflow_run_url', 'promotions_table', 'runbook_links', 'MonitorDashboard']
 
 # %% ../nbs/71_dashboard.ipynb #fc6bd7f0
 TRACES = ["price", "90% interval", "80% interval", "forecast", "past forecasts", "past 90% intervals"]
@@ -211,6 +211,35 @@ class ForecastDashboard:
         self.follower = EventFollower(url or settings.api_url, landed, self.live).start()
         return self.follower
 
+# %% ../nbs/71_dashboard.ipynb #b0aa6943
+MIN_POINTS = 5  # realised forecasts the first point of a rolling live chart needs
+
+
+def empty_note(figure: go.FigureWidget, sentence: str | None) -> None:
+    "Show `sentence` instead of `figure`'s axes and legend; None shows the axes again."
+    with figure.batch_update():
+        figure.layout.annotations = [] if sentence is None else [dict(
+            text=html.escape(sentence), showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,
+            font=dict(size=14, color="#555"))]  # fmt: skip
+        for axis in (figure.layout.xaxis, figure.layout.yaxis):
+            axis.visible = sentence is None
+        figure.layout.showlegend = sentence is None
+
+
+def live_gap(view: TickerView, horizon: int) -> str | None:
+    "Why the live charts of `view` at `horizon` have no point yet, or None when they have."
+    logged = view.log[view.log["horizon"].astype(int) == horizon] if not view.log.empty else view.log
+    if logged.empty:
+        return f"No {horizon}-day forecast of {view.ticker} has been logged yet: the daily flow forecasts once a champion is trained."
+    last = pd.Timestamp(view.last_date)
+    realised = int((logged["target_date"] <= last).sum())
+    if realised >= MIN_POINTS:
+        return None
+    waiting = logged.loc[logged["target_date"] > last, "target_date"]
+    due = f"; the next is due on {waiting.min().date()}" if not waiting.empty else ""
+    return (f"{realised} of {len(logged)} {horizon}-day forecasts of {view.ticker} realised so far "
+            f"(a point needs {MIN_POINTS}){due}.")  # fmt: skip
+
 # %% ../nbs/71_dashboard.ipynb #213d2560
 def live_history(settings: Settings, view: TickerView, horizon: int, window: int = 21) -> pd.DataFrame:
     "By target date: rolling live MAE of the served forecasts and of naive, and rolling 80/90% coverage."
@@ -221,7 +250,10 @@ def live_history(settings: Settings, view: TickerView, horizon: int, window: int
         return pd.DataFrame(columns=["target_date", "live_mae", "naive_mae", "coverage_80", "coverage_90"])
     rows = realised[realised["horizon"] == horizon].sort_values("target_date")
     rolled = (
-        rows[["error", "naive_error", "covered_80", "covered_90"]].astype(float).rolling(window, min_periods=5).mean()
+        rows[["error", "naive_error", "covered_80", "covered_90"]]
+        .astype(float)
+        .rolling(window, min_periods=MIN_POINTS)
+        .mean()
     )
     rolled.columns = ["live_mae", "naive_mae", "coverage_80", "coverage_90"]
     return pd.concat([rows[["target_date"]], rolled], axis=1).dropna().reset_index(drop=True)
@@ -324,6 +356,17 @@ class MonitorDashboard:
             self.health.data[1].x, self.health.data[1].y = list(live["target_date"]), list(live["coverage_90"])
             self.health.data[2].x, self.health.data[2].y = list(drift["as_of"]), list(drift["share"])
             self.health.layout.title = f"{view.ticker}: interval coverage and drift share"
+        gap = (
+            None
+            if not live.empty
+            else (
+                live_gap(view, horizon)
+                or f"No realised {horizon}-day forecast of {view.ticker} in the stored prices yet."
+            )
+        )
+        empty_note(self.error, gap)
+        no_drift = f"No monitoring summary of {view.ticker} yet: the daily flow's monitoring step writes one (`stockops drift`)."
+        empty_note(self.health, None if not (live.empty and drift.empty) else f"{gap} {no_drift}")
         label = f"champion v{view.champion_version}" if view.champion_version else "no champion"
         self.summary.value = f"<b>{html.escape(view.ticker)}</b> ({label}): " + html.escape(
             live_verdict(f"v{view.champion_version}", horizon, view.live.get(horizon), self.snapshot.monitor_window)

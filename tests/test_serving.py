@@ -420,7 +420,8 @@ def test_monitor_dashboard_in_chromium(browser, dashboards):
 
 @pytest.mark.browser
 def test_an_open_forecast_page_shows_a_new_forecast_without_a_reload(browser, writable):
-    """The real browser on the forecast page of a workspace with its own API: prices of 2013-02-01 arrive, MSFT is
+    """The real browser on a young workspace with its own API. The monitor page's live-error chart, with too few
+    realised forecasts, says so in a sentence instead of drawing empty axes. On the forecast page: prices of 2013-02-01 arrive, MSFT is
     forecast as of that day (`stockops forecast`), and the open page redraws from the new close within 5 s of the
     forecast landing: the API's snapshot sees it, its /events stream tells the page's kernel, which redraws."""
     port, api_port = free_port(), free_port()  # the dashboard follows this API (its api_port)
@@ -429,6 +430,10 @@ def test_an_open_forecast_page_shows_a_new_forecast_without_a_reload(browser, wr
     dashboard = writable.start("dashboard", "--port", str(port), extra_env={"STOCKOPS_API_PORT": str(api_port)})
     wait_until(lambda: get(f"http://127.0.0.1:{port}/voila/static/voila.js", 2)[0] == 200, 90, "Voila", dashboard)
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.goto(f"http://127.0.0.1:{port}/voila/render/monitor.ipynb", timeout=120_000)  # a young workspace's monitor
+    note = f"(({PLOT} && {PLOT}.layout && {PLOT}.layout.annotations && {PLOT}.layout.annotations[0]) || {{}}).text"
+    page.wait_for_function(f"() => ({note} || '').includes('forecasts of MSFT realised so far')", timeout=120_000)
+    assert page.evaluate(f"() => {PLOT}.layout.xaxis.visible") is False  # a sentence, not empty axes
     page.goto(f"http://127.0.0.1:{port}/voila/render/forecast.ipynb", timeout=120_000)
     title = f"(({PLOT} && {PLOT}.layout && {PLOT}.layout.title && {PLOT}.layout.title.text) || '')"
     page.wait_for_function(f"() => {title}.startsWith('MSFT: forecast from the close of 2013-01-31')", timeout=120_000)
