@@ -6,6 +6,8 @@ as of 2013-01-31 and forecast for that day. Then, one after another on the same 
               through the ordinary router)
   predict   - POST /predict {"ticker": "AAPL", "as_of": "2013-01-15"} (the champion forecasting on demand)
   history   - GET /history/AAPL (13 years of bars, 0.4 MB) and GET /history/AAPL?start=2012-02-01 (a year)
+  site      - GET of the published page of AAPL (stockops.publish), from the API's /reports and from nginx (Debian's
+              nginx-light, a minimal config serving the folder): readers of a page that need no kernel
   mixed     - /history and /predict loaded at once (32 + 31 connections) while one connection asks GET /health:
               the event loop is never blocked, so /health stays fast
   bare      - GET /constant of a plain FastAPI app returning {"ok": true} (the ceiling)
@@ -14,7 +16,7 @@ as of 2013-01-31 and forecast for that day. Then, one after another on the same 
 All servers run at once; load: wrk, 1 thread, 64 connections, DURATION seconds per endpoint, in 3 interleaved rounds after
 a warm-up; the median round counts. Prints req/s, p50, p99 and the ratios.
 Targets: forecast >= 0.8x bare and >= 25x mlflow; predict >= 3x mlflow with p99 < 100 ms; /history p99 < 50 ms with
-no errors; /health p99 < 20 ms while /history and /predict are loaded.
+no errors; /health p99 < 20 ms while /history and /predict are loaded; the published page >= 2000 req/s.
 
     apt-get install wrk   # once
     .venv/bin/python bench/api.py [DURATION]
@@ -33,7 +35,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 AS_OF, PREDICT_DAY = "2013-01-31", "2013-01-15"
-PORTS = {"forecast": 8301, "bare": 8302, "same-stack": 8303, "mlflow": 8304}
+PORTS = {"forecast": 8301, "bare": 8302, "same-stack": 8303, "mlflow": 8304, "nginx": 8305}
 CONNECTIONS = 64
 ROUNDS = 3
 
@@ -113,8 +115,9 @@ def mixed(seconds: int, predict_body: dict) -> dict:
 
 def main() -> None:
     seconds = int(sys.argv[1]) if len(sys.argv) > 1 else 10
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is needed: apt-get install wrk")
+    for tool, package in (("wrk", "wrk"), ("nginx", "nginx-light")):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is needed: apt-get install {package}")
     root = Path(tempfile.mkdtemp(prefix="stockops-bench-api-"))
     env = {**os.environ, "STOCKOPS_DATA_DIR": str(root / "data"), "STOCKOPS_REPORTS_DIR": str(root / "reports"),
            "STOCKOPS_API_REFRESH_SECONDS": "60", "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "bench")])}  # fmt: skip
@@ -132,6 +135,8 @@ settings = load_settings()
 ingest("sample", "AAPL,^GSPC", end="{AS_OF}", settings=settings)
 result = train_ticker("AAPL", "{AS_OF}", settings=settings)
 forecast("AAPL", "{AS_OF}", settings)
+from stockops.publish import publish_site
+publish_site(settings)
 store = PriceStore.from_settings(settings)
 row = make_features(store.load("AAPL", end="{PREDICT_DAY}"), store.load("^GSPC", end="{PREDICT_DAY}")).iloc[[-1]]
 print(json.dumps({{"families": result.families, "tracking": settings.tracking_uri,
@@ -162,10 +167,26 @@ print(json.dumps({{"families": result.families, "tracking": settings.tracking_ur
         "constant, stockops stack": ("same-stack", "/constant", None),
         "mlflow models serve": ("mlflow", "/invocations", invocation),
     }
+    site = root / "reports" / "site"
+    (root / "nginx").mkdir()
+    (root / "nginx" / "nginx.conf").write_text(
+        "worker_processes 1; events { worker_connections 1024; } http { access_log off; "
+        f"server {{ listen 127.0.0.1:{PORTS['nginx']}; location /site/ {{ alias {site}/; }} }} }}"
+    )
+    servers["nginx"] = ["nginx", "-p", str(root / "nginx"), "-c", str(root / "nginx" / "nginx.conf"), "-g",
+                        f"daemon off; pid {root / 'nginx' / 'nginx.pid'}; error_log {root / 'nginx' / 'error.log'};"]  # fmt: skip
+    loads["published page, API"] = ("forecast", "/reports/site/AAPL.html", None)
+    loads["published page, nginx"] = ("nginx", "/site/AAPL.html", None)
     processes = {name: subprocess.Popen(command, env=env_mlflow if name == "mlflow" else env, cwd=REPO,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                  for name, command in servers.items()}  # fmt: skip
-    health = {"forecast": "/health", "bare": "/constant", "same-stack": "/constant", "mlflow": "/ping"}
+    health = {
+        "forecast": "/health",
+        "bare": "/constant",
+        "same-stack": "/constant",
+        "mlflow": "/ping",
+        "nginx": "/site/",
+    }
     samples: dict[str, list[dict]] = {name: [] for name in loads}
     loaded: list[dict] = []  # the mixed rounds
     try:
@@ -212,6 +233,9 @@ print(json.dumps({{"families": result.families, "tracking": settings.tracking_ur
         print(f"{label:<47}{ratio:>8.2f}x  >= {target}x  {'met' if ratio >= target else 'NOT met'}")
     print(f"/predict p99                                   {predict['p99']:>7.1f} ms  < 100 ms  "
           f"{'met' if predict['p99'] < 100 else 'NOT met'}")  # fmt: skip
+    page, nginx = results["published page, API"], results["published page, nginx"]
+    for label, row in (("published page from the API", page), ("published page from nginx", nginx)):
+        print(f"{label:<47}{row['rps']:>8.0f} req/s  >= 2000  {'met' if row['rps'] >= 2000 else 'NOT met'}")
     history_ok = history["p99"] < 50 and history["errors"] == 0
     print(f"/history (13 years) p99                        {history['p99']:>7.1f} ms  < 50 ms, 0 errors "
           f"({history['errors']})  {'met' if history_ok else 'NOT met'}")  # fmt: skip

@@ -1,5 +1,6 @@
 """The daily flow: one trading day of operations (`stockops.routine.run_day`: ETL, monitoring, training where the
-retraining policy says so, forecasts), each step a runbook executed with papermill.
+retraining policy says so, forecasts), each step a runbook executed with papermill; then the static pages of the
+latest forecasts (`stockops.publish`: reports/site/, served at /reports/site/ by the API and /site/ by nginx).
 
 Executed notebooks and results land in `reports/daily/<as_of>/`, with the flow's record in `run.json`.
 """
@@ -10,6 +11,7 @@ from stockops.config import parse_tickers, settings_from
 from stockops.files import write_json_atomic
 from stockops.orchestrate import RunbookSteps
 from stockops.pipeline import wait_for_logging
+from stockops.publish import publish_site
 from stockops.routine import run_day
 
 
@@ -30,6 +32,7 @@ def daily(as_of: str = "", tickers: str = "", source: str = "", path: str = "", 
         "decisions": day.decisions,
         "notebooks": [run["notebook"] for run in steps.runs],
         "seconds": round(sum(run["seconds"] for run in steps.runs), 1),
+        "published": len(publish_site(settings)),  # pages written, plotly.js and the index included
     }
     wait_for_logging()  # every runbook run is in MLflow (tags stockops.flow, stockops.as_of) before the flow ends
     write_json_atomic(settings.reports_dir / "daily" / day.as_of / "run.json", {"summary": summary, "runs": steps.runs})

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 # %% auto #0
-__all__ = ['utc_now', 'write_parquet_atomic', 'write_json_atomic', 'append_jsonl', 'read_jsonl']
+__all__ = ['utc_now', 'write_parquet_atomic', 'write_text_atomic', 'write_json_atomic', 'append_jsonl', 'read_jsonl']
 
 # %% ../nbs/05_files.ipynb #85c5dac5
 def utc_now() -> pd.Timestamp:
@@ -41,17 +41,25 @@ def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
         os.close(directory)
 
 # %% ../nbs/05_files.ipynb #a1794046
-def write_json_atomic(path: Path, data) -> None:
-    "Write `data` as JSON to `path` through a temporary file and a rename."
+def write_text_atomic(path: Path, text: str, mode: int | None = None) -> None:
+    """Write `text` to `path` through a temporary file and a rename: readers see the old file or the new, never half.
+    The file is private (0600, as `mkstemp` makes it) unless `mode` says otherwise (a published page: 0644)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "w") as sink:
-            json.dump(data, sink, indent=2, default=str)
+            sink.write(text)
+        if mode is not None:
+            os.chmod(temporary, mode)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, data) -> None:
+    "Write `data` as JSON to `path` through a temporary file and a rename."
+    write_text_atomic(path, json.dumps(data, indent=2, default=str))
 
 # %% ../nbs/05_files.ipynb #3df166cf
 def append_jsonl(path: Path, records: list[dict]) -> None:

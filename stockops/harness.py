@@ -40,14 +40,16 @@ SAMPLE_SETTINGS = {  # the bundled OHLCV set (five stocks to 2013-03-01) that th
 }
 
 # %% ../nbs/90_harness.ipynb #5cc7b63a
-def render_nginx(template: str, apis: list[int], dashboards: int, listen: int) -> str:
-    "`deploy/nginx.conf` with the API replicas, the dashboards and the listening port on 127.0.0.1."
+def render_nginx(template: str, apis: list[int], dashboards: int, listen: int, site: Path) -> str:
+    "`deploy/nginx.conf` with the API replicas, the dashboards and the listening port on 127.0.0.1, the pages from `site`."
     servers = "\n".join(f"        server 127.0.0.1:{port};" for port in apis)
     text, found = re.subn(r"^\s*server api:8000;.*$", servers, template, flags=re.MULTILINE)
     text, found_voila = re.subn(r"server voila:8866;", f"server 127.0.0.1:{dashboards};", text)
     text, found_listen = re.subn(r"listen 80;", f"listen 127.0.0.1:{listen};", text)
-    if (found, found_voila, found_listen) != (1, 1, 1):
-        raise ValueError("deploy/nginx.conf no longer has 'server api:8000;', 'server voila:8866;' and 'listen 80;'")
+    text, found_site = re.subn(r"alias /workspace/reports/site/;", f"alias {site}/;", text)
+    if (found, found_voila, found_listen, found_site) != (1, 1, 1, 1):
+        raise ValueError("deploy/nginx.conf no longer has 'server api:8000;', 'server voila:8866;', 'listen 80;' and "
+                         "'alias /workspace/reports/site/;'")  # fmt: skip
     return text
 
 # %% ../nbs/90_harness.ipynb #781a5dcf
@@ -258,7 +260,8 @@ class NativeStack:
         port, folder = free_port(), self.root / "nginx"
         folder.mkdir(exist_ok=True)
         conf = folder / "nginx.conf"
-        conf.write_text(render_nginx((REPO / "deploy" / "nginx.conf").read_text(), self.api_ports, self.ports.get("voila", free_port()), port))  # fmt: skip
+        conf.write_text(render_nginx((REPO / "deploy" / "nginx.conf").read_text(), self.api_ports, self.ports.get("voila", free_port()), port,
+                                     self.root / "reports" / "site"))  # fmt: skip
         directives = f"daemon off; pid {folder / 'nginx.pid'}; error_log {self.logs / 'nginx-error.log'};"
         self._start("nginx", ["nginx", "-p", str(folder), "-c", str(conf), "-g", directives], ready=f"http://127.0.0.1:{port}/nginx-health")  # fmt: skip
         self.ports["nginx"] = port

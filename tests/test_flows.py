@@ -69,6 +69,9 @@ def test_daily_flow_runs_the_runbooks_and_leaves_the_audit_trail(space):
     assert html.is_file() and html.stat().st_size > 10_000
     log = pd.read_parquet(settings.data_dir / "predictions" / "IBM.parquet")
     assert sorted(log["as_of"].dt.strftime("%Y-%m-%d").unique()) == ["2012-12-31", "2013-01-31"]
+    assert second.result()["published"] == 2  # the flow published IBM's page and the index (plotly.js the first day)
+    page = (settings.reports_dir / "site" / "IBM.html").read_text()
+    assert "close of <b>2013-01-31</b>" in page and "stockops-ibm v1" in page
 
     client = mlflow.MlflowClient(settings.tracking_uri, registry_uri=settings.tracking_uri)
     runs = client.search_runs(

@@ -181,11 +181,22 @@ def test_nginx_config_is_the_deployed_one(stack):
         "server api:8000;",
         "server voila:8866;",
         "listen 80;",
+        "alias /workspace/reports/site/;",
     ]
     ports = [*stack.api_ports, stack.ports["voila"]]
     assert native_only == [f"server 127.0.0.1:{port};" for port in ports] + [
-        f"listen 127.0.0.1:{stack.ports['nginx']};"
+        f"listen 127.0.0.1:{stack.ports['nginx']};",
+        f"alias {stack.root / 'reports' / 'site'}/;",
     ]
+
+
+def test_published_pages_through_nginx(stack):
+    "The daily flow's static pages, served by nginx from the shared workspace (no API, no kernel)."
+    base = f"http://127.0.0.1:{stack.ports['nginx']}"
+    status, headers, body = get(f"{base}/site/")
+    assert status == 200 and b"<a href='AAPL.html'>AAPL</a>" in body and not headers.get("X-Upstream")  # no API
+    status, _, page = get(f"{base}/site/AAPL.html")
+    assert status == 200 and f"close of <b>{NEXT_DAY}</b>".encode() in page
 
 
 @pytest.fixture

@@ -458,6 +458,21 @@ def test_an_open_forecast_page_shows_a_new_forecast_without_a_reload(browser, wr
     assert "Traceback" not in page.content()
     page.close()
 
+    # the published pages (what the daily flow writes), through the API's /reports: no kernel behind them
+    from stockops.publish import publish_site
+
+    publish_site(writable.settings)
+    static = browser.new_page(viewport={"width": 1280, "height": 1000})
+    static.goto(f"http://127.0.0.1:{api_port}/reports/site/index.html", timeout=30_000)
+    static.click("text=MSFT")
+    static.wait_for_function(f"() => {PLOT} && {PLOT}.data && {PLOT}.data.length == 6", timeout=30_000)
+    assert static.evaluate(f"() => {PLOT}.data.map(trace => trace.name)") == [
+        "price", "90% interval", "80% interval", "forecast", "past forecasts", "past 90% intervals"]  # fmt: skip
+    assert static.evaluate(f"() => {PLOT}.layout.title.text").startswith("MSFT: forecast from the close of 2013-02-01")
+    text = static.inner_text("body")
+    assert "the naive forecast" in text and "90%:" in text and "Published" in text
+    static.close()
+
 
 @pytest.mark.slow
 def test_up_serves_everything_and_ctrl_c_stops_it(served):
