@@ -172,6 +172,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'stockops.config.SettingsError': ('config.html#settingserror', 'stockops/config.py'),
                                  'stockops.config._calendar_map': ('config.html#_calendar_map', 'stockops/config.py'),
                                  'stockops.config._calendar_name': ('config.html#_calendar_name', 'stockops/config.py'),
+                                 'stockops.config._count': ('config.html#_count', 'stockops/config.py'),
                                  'stockops.config._date': ('config.html#_date', 'stockops/config.py'),
                                  'stockops.config._fraction': ('config.html#_fraction', 'stockops/config.py'),
                                  'stockops.config._http_url': ('config.html#_http_url', 'stockops/config.py'),
@@ -627,4 +628,13 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                    'stockops.training.history_needed': ('training.html#history_needed', 'stockops/training.py'),
                                    'stockops.training.pooled_evidence': ('training.html#pooled_evidence', 'stockops/training.py'),
                                    'stockops.training.train_many': ('training.html#train_many', 'stockops/training.py'),
-                                   'stockops.training.train_ticker': ('training.html#train_ticker', 'stockops/training.py')}}}
+                                   'stockops.training.train_ticker': ('training.html#train_ticker', 'stockops/training.py')},
+            'stockops.voila': { 'stockops.voila.CappedKernelManager': ('voila.html#cappedkernelmanager', 'stockops/voila.py'),
+                                'stockops.voila.CappedKernelManager.__init__': ( 'voila.html#cappedkernelmanager.__init__',
+                                                                                 'stockops/voila.py'),
+                                'stockops.voila.CappedKernelManager.at_capacity': ( 'voila.html#cappedkernelmanager.at_capacity',
+                                                                                    'stockops/voila.py'),
+                                'stockops.voila.CappedKernelManager.shutdown_kernel': ( 'voila.html#cappedkernelmanager.shutdown_kernel',
+                                                                                        'stockops/voila.py'),
+                                'stockops.voila.busy_hook': ('voila.html#busy_hook', 'stockops/voila.py'),
+                                'stockops.voila.voila_arguments': ('voila.html#voila_arguments', 'stockops/voila.py')}}}

@@ -59,6 +59,8 @@ def voila_command(
     "Voila on the dashboards folder; start it with `env=child_environment(settings)`, so its kernels see these settings."
     import sys
 
+    from stockops.voila import voila_arguments
+
     folder = settings.dashboards_dir
     if not folder.is_dir():
         raise BadInput(f"no dashboards folder {folder} (setting dashboards_dir)")
@@ -68,6 +70,7 @@ def voila_command(
         *[sys.executable, "-m", "voila", str(folder), "--no-browser", f"--port={port}", f"--Voila.ip={host}"],
         *[f"--Voila.base_url={base_url}", "--strip_sources=True", "--show_tracebacks=False"],
         *culling,
+        *voila_arguments(settings),  # the preheated pool and the cap on live kernels (stockops.voila)
         f"--token={token or ''}",
     ]
 

@@ -74,6 +74,13 @@ def _positive_ints(text: str) -> tuple[int, ...]:
     return tuple(sorted(set(values)))
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("expected 0 or a positive integer")
+    return value
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
@@ -232,6 +239,8 @@ KEYS: dict[str, Key] = {
     "api_refresh_seconds": Key("2", _positive_int, "how often the API looks for new forecasts and champions"),
     "dashboards_dir": Key("nbs/dashboards", Path, "the Voila dashboards (forecast, monitor)", is_path=True),
     "dashboard_port": Key("8866", _positive_int, "port of the Voila dashboards"),
+    "dashboard_pool": Key("1", _count, "preheated Voila kernels per dashboard (0: none; each about 400 MB)"),
+    "dashboard_max_kernels": Key("20", _positive_int, "live Voila kernels at most; a viewer beyond gets a busy page"),
     "mlflow_ui_port": Key("5000", _positive_int, "port of the MLflow UI that `make run` starts"),
     "prefect_ui_port": Key("4200", _positive_int, "port of the Prefect server and UI"),
     "prices_url": Key("", _location, "price store: a folder or an s3:// URL (fsspec); empty: <data_dir>/prices"),
@@ -290,6 +299,8 @@ class Settings:
     api_refresh_seconds: int
     dashboards_dir: Path
     dashboard_port: int
+    dashboard_pool: int
+    dashboard_max_kernels: int
     mlflow_ui_port: int
     prefect_ui_port: int
     prices_url: str

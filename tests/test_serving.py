@@ -474,6 +474,30 @@ def test_an_open_forecast_page_shows_a_new_forecast_without_a_reload(browser, wr
     static.close()
 
 
+@pytest.mark.browser
+def test_preheated_dashboards_and_the_busy_page(browser, served):
+    """Voila with its pool (one preheated kernel per dashboard) and a cap of 2 live kernels: the first viewer gets the
+    preheated forecast page at once; the second finds the pool empty and the cap reached, and gets a 503 page saying
+    the dashboards are busy and where the published pages are, without a kernel started for it."""
+    port = free_port()
+    process = served.start("dashboard", "--port", str(port), extra_env={"STOCKOPS_DASHBOARD_MAX_KERNELS": "2"})
+    base = f"http://127.0.0.1:{port}/voila/render"
+    wait_until(lambda: get(f"http://127.0.0.1:{port}/voila/static/voila.js", 2)[0] == 200, 90, "Voila", process)
+    time.sleep(15)  # the pool's kernels run their notebooks (not timed: that is what a pool is for)
+    first = browser.new_page(viewport={"width": 1280, "height": 1000})
+    started = time.monotonic()
+    first.goto(f"{base}/forecast.ipynb", timeout=120_000)
+    first.wait_for_function(f"() => {PLOT} && {PLOT}.data && {PLOT}.data[3].x.length == 4", timeout=120_000)
+    print(f"first chart of a preheated forecast page: {time.monotonic() - started:.2f} s")
+    second = browser.new_page()
+    answer = second.goto(f"{base}/forecast.ipynb", timeout=60_000)
+    assert answer.status == 503
+    text = second.inner_text("body")
+    assert "All 2 dashboard kernels are in use: try again in a minute" in text and "/reports/site/index.html" in text
+    for page in (first, second):
+        page.close()
+
+
 @pytest.mark.slow
 def test_up_serves_everything_and_ctrl_c_stops_it(served):
     "`stockops up` (what `make run` calls): Prefect server, API, dashboards, MLflow UI answer; one Ctrl-C stops all."
