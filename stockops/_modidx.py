@@ -218,6 +218,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                     'stockops.dashboard.MonitorDashboard': ('dashboard.html#monitordashboard', 'stockops/dashboard.py'),
                                     'stockops.dashboard.MonitorDashboard.__init__': ( 'dashboard.html#monitordashboard.__init__',
                                                                                       'stockops/dashboard.py'),
+                                    'stockops.dashboard.MonitorDashboard.follow': ( 'dashboard.html#monitordashboard.follow',
+                                                                                    'stockops/dashboard.py'),
                                     'stockops.dashboard.MonitorDashboard.update': ( 'dashboard.html#monitordashboard.update',
                                                                                     'stockops/dashboard.py'),
                                     'stockops.dashboard._experiment_id': ('dashboard.html#_experiment_id', 'stockops/dashboard.py'),

@@ -332,9 +332,10 @@ class MonitorDashboard:
         self.health.add_scatter(name="90% coverage", mode="lines", line=dict(color="#c0392b"))
         self.health.add_scatter(name="drift share", mode="markers", marker=dict(color="#2c3e50", size=6))
         self.summary, self.promotions, self.runbooks = widgets.HTML(), widgets.HTML(), widgets.HTML()
+        self.live = widgets.HTML()  # what the event stream last said, or why there is none
         for control in (self.ticker, self.horizon):
             control.observe(lambda change: self.update(), names="value")
-        self.widget = widgets.VBox([widgets.HBox([self.ticker, self.horizon]), self.summary, self.error, self.health,
+        self.widget = widgets.VBox([widgets.HBox([self.ticker, self.horizon, self.live]), self.summary, self.error, self.health,
                                     widgets.HTML("<h3>Promotions</h3>"), self.promotions,
                                     widgets.HTML("<h3>Executed runbooks</h3>"), self.runbooks])  # fmt: skip
         self.update()
@@ -373,3 +374,18 @@ class MonitorDashboard:
         )
         self.promotions.value = promotions_table(self.settings, view)
         self.runbooks.value = runbook_links(self.settings, view.ticker)
+
+    def follow(self, url: str | None = None) -> EventFollower:
+        "Redraw when the API's events say a forecast, a champion decision or a drift verdict landed (no reload)."
+
+        def landed(message: dict) -> None:
+            data = message["data"]
+            self.snapshot = load_snapshot(self.settings, self.snapshot)
+            self.live.value = f"<small>live: {html.escape(data['type'])} for {html.escape(str(data['ticker']))} as of {data['as_of']}</small>"
+            if data["ticker"] == self.ticker.value:
+                self.update()
+
+        self.live.value = "<small>live: connecting to the API's events</small>"
+        types = ("forecast", "promotion", "drift")
+        self.follower = EventFollower(url or self.settings.api_url, landed, self.live, types).start()
+        return self.follower

@@ -123,8 +123,11 @@ def latest_event_id(snapshot: Snapshot) -> str:
 
 
 def new_events(old: Snapshot, new: Snapshot) -> list[Event]:
-    "The events `new` has after the newest of `old`: what a swap from `old` to `new` tells the open streams."
-    return events_after(new, latest_event_id(old))[0]
+    """The events `new` has and `old` had not: what a swap from `old` to `new` tells the open streams. A set
+    difference, not "after the newest id of `old`": the store's times are to the second (a file's stamp finer), so an
+    event that lands in the second of an older one may sort before it."""
+    known = {e.id for e in snapshot_events(old)}
+    return [e for e in snapshot_events(new) if e.id not in known]
 
 # %% ../nbs/66_events.ipynb #415c7991
 def sse_messages(lines):

@@ -19,7 +19,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .deps import problems
 from ..config import TICKER_SCHEMA, validate_ticker
-from ..events import EVENT_TYPES, Event, events_after, latest_event_id, new_events
+from stockops.events import (
+    EVENT_TYPES,
+    KEPT_EVENTS,
+    Event,
+    events_after,
+    latest_event_id,
+    new_events,
+    snapshot_events,
+)
 from ..serving import ServingState
 
 # %% ../../nbs/70h_api_events.ipynb #70c6ed91
@@ -121,8 +129,9 @@ async def events(
         yield ServerSentEvent(comment="stockops events", retry=RETRY_MS, id=cursor or None)  # where it starts
         if gap:
             yield ServerSentEvent(event="reset", data={"detail": f"events after {after} are no longer kept: reload"})
+        sent = {e.id for e in snapshot_events(snapshot) if e.id <= cursor}  # what this client has, by its position
         for item in backlog:
-            cursor = item.id
+            sent.add(item.id)
             if wanted(item):
                 hub.sent[item.type] += 1
                 yield ServerSentEvent(data=item.message(), event=item.type, id=item.id)
@@ -130,9 +139,11 @@ async def events(
             item = await queue.get()
             if item is DROPPED:
                 return  # fell behind: the client reconnects with its last id and catches up from the store
-            if item.id <= cursor:
+            if item.id in sent:
                 continue  # already sent from the backlog
-            cursor = item.id
+            sent.add(item.id)
+            if len(sent) > 2 * KEPT_EVENTS:  # bounded: what the served snapshot holds has been published
+                sent = {e.id for e in snapshot_events(state.snapshot)}
             if wanted(item):
                 hub.sent[item.type] += 1
                 yield ServerSentEvent(data=item.message(), event=item.type, id=item.id)
