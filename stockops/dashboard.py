@@ -24,7 +24,7 @@ _log = logging.getLogger(__name__)
 # %% auto #0
 __all__ = ['TRACES', 'MIN_POINTS', 'fan_data', 'forecast_figure', 'update_forecast_figure', 'evidence_card', 'EventFollower',
            'ForecastDashboard', 'empty_note', 'live_gap', 'live_history', 'drift_history', 'report_url',
-           'mlflow_run_url', 'promotions_table', 'runbook_links', 'MonitorDashboard']
+           'mlflow_run_url', 'promotions_table', 'runbook_links', 'MonitorDashboard', 'forecast_page', 'monitor_page']
 
 # %% ../nbs/71_dashboard.ipynb #fc6bd7f0
 TRACES = ["price", "90% interval", "80% interval", "forecast", "past forecasts", "past 90% intervals"]
@@ -389,3 +389,42 @@ class MonitorDashboard:
         types = ("forecast", "promotion", "drift")
         self.follower = EventFollower(url or self.settings.api_url, landed, self.live, types).start()
         return self.follower
+
+# %% ../nbs/71_dashboard.ipynb #549bfdae
+def _page(settings: Settings, ready, build, follow, waiting: str) -> widgets.VBox:
+    "`build(snapshot)`'s widget once `ready(snapshot)`; until then `waiting`, replaced when an event makes it ready."
+    box = widgets.VBox()
+
+    def show(snapshot: Snapshot) -> None:
+        box.board = build(snapshot)
+        box.children = [box.board.widget]
+        follow(box.board)
+
+    snapshot = load_snapshot(settings)
+    if ready(snapshot):
+        show(snapshot)
+        return box
+    box.children = [widgets.HTML(f"<p>{html.escape(waiting)}</p>")]
+
+    def landed(message: dict) -> None:
+        fresh = load_snapshot(settings)
+        if ready(fresh) and not hasattr(box, "board"):
+            box.follower.stop()
+            show(fresh)
+
+    box.follower = EventFollower(settings.api_url, landed, types=("forecast", "promotion")).start()
+    return box
+
+
+def forecast_page(settings: Settings, ready=None) -> widgets.VBox:
+    "The forecast dashboard, or until the first forecast lands a sentence saying so."
+    ready = ready or (lambda snapshot: any(not view.latest.empty for view in snapshot.views.values()))
+    return _page(settings, ready, ForecastDashboard, lambda board: board.follow(settings),
+                 "No forecasts yet: the daily flow (make run, or stockops run) makes them, and they appear here as they land.")  # fmt: skip
+
+
+def monitor_page(settings: Settings) -> widgets.VBox:
+    "The monitor dashboard, or until the first champion a sentence saying so."
+    ready = lambda snapshot: any(view.champion_version for view in snapshot.views.values())  # noqa: E731
+    return _page(settings, ready, lambda snapshot: MonitorDashboard(snapshot, settings), lambda board: board.follow(),
+                 "No champion yet: the daily flow (make run, or stockops run) trains them; this page shows them when they land.")  # fmt: skip

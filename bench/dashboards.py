@@ -1,0 +1,167 @@
+"""Benchmark: the forecast dashboard for 1, 5 and 20 concurrent viewers in a real browser, with Voila's warm pool.
+
+Setup (not timed): a workspace with the bundled IBM and MSFT prices, both trained (a quick ridge experiment) as of
+2012-11-30 and forecast every trading day of January 2013. Per count N, `stockops dashboard` serves the forecast
+page alone with N preheated kernels (`dashboard_pool = N`, cap N + 1); once the pool has run its notebooks, N pages
+open at once in headless Chromium (Debian's, driven by Playwright) and each waits for its chart. Printed per N: time
+to the first chart (median and slowest page), memory per viewer (the kernels' proportional set size, PSS, which
+counts shared libraries once across kernels, and their resident size, RSS), the whole dashboard server's memory, and
+the machine's available memory after. Targets: first chart <= 2 s with a warm pool; <= 200 MB per viewer; 20
+viewers without running out of memory.
+
+    .venv/bin/python bench/dashboards.py [COUNTS]   # default 1,5,20
+"""
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+PLOT = "document.querySelector('.js-plotly-plot')"
+
+
+def memory_kb(pid: int, field: str) -> int:
+    "A process's Pss or Rss in kB (smaps_rollup); 0 once it is gone."
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def descendants(pid: int) -> list[int]:
+    found, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child in Path(f"/proc/{parent}/task/{parent}/children").read_text().split():
+            found.append(int(child))
+            frontier.append(int(child))
+    return found
+
+
+def kernels(pid: int) -> list[int]:
+    return [p for p in descendants(pid) if b"ipykernel_launcher" in Path(f"/proc/{p}/cmdline").read_bytes()]
+
+
+def available_mb() -> float:
+    line = next(line for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemAvailable"))
+    return int(line.split()[1]) / 1024
+
+
+def workspace(root: Path) -> dict:
+    "Build the workspace; returns the environment its servers run in."
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STOCKOPS_")}
+    env |= {"STOCKOPS_DATA_DIR": str(root / "data"), "STOCKOPS_REPORTS_DIR": str(root / "reports"),
+            "STOCKOPS_DASHBOARDS_DIR": str(root / "dashboards"), "STOCKOPS_API_PORT": "1"}  # fmt: skip
+    setup = """
+import datetime as dt
+import pandas as pd
+from stockops.calendar import trading_days
+from stockops.config import load_settings
+from stockops.experiment import load_experiment
+from stockops.forecast import forecast
+from stockops.ingest import ingest
+from stockops.training import train_ticker
+settings = load_settings()
+ingest("sample", "IBM,MSFT,^GSPC", settings=settings, end="2013-01-31")
+quick = load_experiment(settings=settings)
+quick = type(quick)(**{**quick.__dict__, "models": {"ridge": {}}, "splits": {"min_train": 504, "step": 252}})
+for ticker in ("IBM", "MSFT"):
+    train_ticker(ticker, "2012-11-30", quick, settings)
+    for day in trading_days("XNYS", "2013-01-02", "2013-01-31"):
+        forecast(ticker, day.date(), settings)
+"""
+    subprocess.run([sys.executable, "-c", setup], env=env, cwd=REPO, check=True, capture_output=True)
+    (root / "dashboards").mkdir()
+    shutil.copy(REPO / "nbs" / "dashboards" / "forecast.ipynb", root / "dashboards")  # the forecast page alone
+    return env
+
+
+def viewers(count: int, env: dict, root: Path, browser) -> dict:
+    from stockops.processes import free_port
+
+    port = free_port()
+    env = env | {"STOCKOPS_DASHBOARD_POOL": str(count), "STOCKOPS_DASHBOARD_MAX_KERNELS": str(count + 1)}
+    server = subprocess.Popen([str(REPO / ".venv" / "bin" / "stockops"), "dashboard", "--port", str(port)], env=env,
+                              cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 600
+        while len(kernels(server.pid)) < count and time.monotonic() < deadline:
+            time.sleep(1)
+        busy = True
+        while busy and time.monotonic() < deadline:  # the pool's kernels have run the notebook when they are idle
+            before = {p: Path(f"/proc/{p}/stat").read_text().split()[13:15] for p in kernels(server.pid)}
+            time.sleep(3)
+            after = {p: Path(f"/proc/{p}/stat").read_text().split()[13:15] for p in kernels(server.pid)}
+            busy = before != after
+        contexts = [browser.new_context(viewport={"width": 1280, "height": 900}) for _ in range(count)]
+        pages = [context.new_page() for context in contexts]
+        url = f"http://127.0.0.1:{port}/voila/render/forecast.ipynb"
+        started = time.monotonic()
+        for page in pages:
+            page.goto(url, wait_until="commit", timeout=120_000)
+        firsts = []
+        for page in pages:
+            page.wait_for_function(f"() => {PLOT} && {PLOT}.data && {PLOT}.data[3].x.length == 4", timeout=300_000)
+            firsts.append(time.monotonic() - started)
+        time.sleep(2)
+        pids = kernels(server.pid)
+        pss = [memory_kb(p, "Pss") / 1024 for p in pids]
+        rss = [memory_kb(p, "Rss") / 1024 for p in pids]
+        whole = sum(memory_kb(p, "Pss") for p in [server.pid, *descendants(server.pid)]) / 1024
+        result = {"first_median": statistics.median(firsts), "first_max": max(firsts), "kernels": len(pids),
+                  "pss": statistics.mean(pss), "rss": statistics.mean(rss), "server_mb": whole, "available_mb": available_mb()}  # fmt: skip
+        for context in contexts:
+            context.close()
+        return result
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=60)
+        for pid in kernels(server.pid) if server.poll() is None else []:
+            os.kill(pid, 9)
+
+
+def main() -> None:
+    from playwright.sync_api import sync_playwright
+
+    counts = [int(c) for c in (sys.argv[1] if len(sys.argv) > 1 else "1,5,20").split(",")]
+    root = Path(tempfile.mkdtemp(prefix="stockops-bench-dashboards-"))
+    print(f"workspace {root}: IBM and MSFT trained and forecast through January 2013 ...", flush=True)
+    env = workspace(root)
+    results = {}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                             args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])  # fmt: skip
+        for count in counts:
+            results[count] = viewers(count, env, root, browser)
+            print(f"  {count:>3} viewers: {results[count]}", flush=True)
+        browser.close()
+    print(
+        f"\nforecast page, Voila with a warm pool of N kernels, N pages opened at once in Chromium; {os.cpu_count()} cores"
+    )
+    print(f"{'viewers':>8}{'first chart median s':>22}{'slowest s':>11}{'PSS/viewer MB':>15}{'RSS/viewer MB':>15}"
+          f"{'server MB':>11}{'available MB':>14}")  # fmt: skip
+    for count, r in results.items():
+        print(f"{count:>8}{r['first_median']:>22.2f}{r['first_max']:>11.2f}{r['pss']:>15.0f}{r['rss']:>15.0f}"
+              f"{r['server_mb']:>11.0f}{r['available_mb']:>14.0f}")  # fmt: skip
+    warm = results[counts[0]]["first_max"]
+    print(
+        f"\nfirst chart with a warm pool ({counts[0]} viewer): {warm:.2f} s (target <= 2 s: {'met' if warm <= 2 else 'NOT met'})"
+    )
+    worst = max(r["pss"] for r in results.values())
+    print(f"memory per viewer (PSS): up to {worst:.0f} MB (target <= 200 MB: {'met' if worst <= 200 else 'NOT met'})")
+    most = max(counts)
+    print(f"{most} viewers: {results[most]['available_mb']:.0f} MB still available (no viewer ran out of memory)")
+    shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
