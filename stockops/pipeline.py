@@ -74,22 +74,34 @@ class KernelWarmUpFailed(RuntimeError):
     "A warm kernel started but could not import what every runbook imports: the runbooks would fail the same way."
 
 
-def start_kernel(cwd: str, env: dict[str, str]):
-    "A started, ready python3 kernel working in `cwd` with environment `env` (the settings reach it there, secrets included)."
+def start_kernel(cwd: str, env: dict[str, str], attempts: int = 3):
+    """A started, ready python3 kernel working in `cwd` with environment `env` (the settings reach it there, secrets
+    included). A kernel that dies while starting is started again with new ports, up to `attempts` times: kernels
+    started at once by two processes (two workers, or a runbook and the warm refill) can pick the same free TCP port,
+    and the loser dies with "Address already in use" before it answers (seen in bench/scaleout.py with 2 workers)."""
+    import logging
+
     from jupyter_client.manager import KernelManager
 
-    manager = KernelManager(kernel_name="python3")
-    manager.start_kernel(cwd=cwd, env=env)
-    client = manager.client()
-    client.start_channels()
-    try:
-        client.wait_for_ready(timeout=60)
-    except Exception:
-        manager.shutdown_kernel(now=True)
-        raise
-    finally:
-        client.stop_channels()
-    return manager
+    for attempt in range(1, attempts + 1):
+        manager = KernelManager(kernel_name="python3")
+        manager.start_kernel(cwd=cwd, env=env)
+        client = manager.client()
+        client.start_channels()
+        try:
+            client.wait_for_ready(timeout=60)
+            return manager
+        except RuntimeError as error:
+            manager.shutdown_kernel(now=True)
+            if attempt == attempts or "died" not in str(error):
+                raise
+            logging.getLogger(__name__).warning("a kernel died while starting (%s); starting another (%d of %d)",
+                                                error, attempt + 1, attempts)  # fmt: skip
+        except Exception:
+            manager.shutdown_kernel(now=True)
+            raise
+        finally:
+            client.stop_channels()
 
 
 class _KernelPool:
