@@ -4,7 +4,7 @@ Setup (not timed): a temporary workspace with the bundled AAPL and S&P 500 price
 as of 2013-01-31 and forecast for that day. Then, one after another on the same machine, one uvicorn worker each:
   forecast  - GET /forecast/AAPL of `stockops serve` (the latest logged forecast with its evidence: prebuilt bytes
               through the ordinary router)
-  predict   - POST /predict {"ticker": "AAPL", "as_of": "2013-01-15"} (the champion forecasting on demand)
+  predict   - POST /predict {"ticker": "AAPL", "as_of": "2013-01-31"} (the champion forecasting on demand)
   history   - GET /history/AAPL (13 years of bars, 0.4 MB) and GET /history/AAPL?start=2012-02-01 (a year)
   site      - GET of the published page of AAPL (stockops.publish), from the API's /reports and from nginx (Debian's
               nginx-light, a minimal config serving the folder): readers of a page that need no kernel
@@ -34,7 +34,7 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-AS_OF, PREDICT_DAY = "2013-01-31", "2013-01-15"
+AS_OF = PREDICT_DAY = "2013-01-31"  # /predict as of the day the champion was trained on (it is live from then on)
 PORTS = {"forecast": 8301, "bare": 8302, "same-stack": 8303, "mlflow": 8304, "nginx": 8305}
 CONNECTIONS = 64
 ROUNDS = 3
@@ -168,6 +168,7 @@ print(json.dumps({{"families": result.families, "tracking": settings.tracking_ur
         "mlflow models serve": ("mlflow", "/invocations", invocation),
     }
     site = root / "reports" / "site"
+    root.chmod(0o755)  # nginx's worker (nobody) reads the pages under it; mkdtemp makes it 0700
     (root / "nginx").mkdir()
     (root / "nginx" / "nginx.conf").write_text(
         "worker_processes 1; events { worker_connections 1024; } http { access_log off; "

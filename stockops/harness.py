@@ -259,6 +259,7 @@ class NativeStack:
             raise RuntimeError("nginx is not installed: apt-get install nginx-light")
         port, folder = free_port(), self.root / "nginx"
         folder.mkdir(exist_ok=True)
+        self.root.chmod(0o755)  # nginx's workers (nobody) read the published pages under it (mkdtemp makes it 0700)
         conf = folder / "nginx.conf"
         conf.write_text(render_nginx((REPO / "deploy" / "nginx.conf").read_text(), self.api_ports, self.ports.get("voila", free_port()), port,
                                      self.root / "reports" / "site"))  # fmt: skip
