@@ -432,7 +432,9 @@ def test_an_open_forecast_page_shows_a_new_forecast_without_a_reload(browser, wr
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     page.goto(f"http://127.0.0.1:{port}/voila/render/monitor.ipynb", timeout=120_000)  # a young workspace's monitor
     note = f"(({PLOT} && {PLOT}.layout && {PLOT}.layout.annotations && {PLOT}.layout.annotations[0]) || {{}}).text"
-    page.wait_for_function(f"() => ({note} || '').includes('forecasts of MSFT realised so far')", timeout=120_000)
+    # its first ticker (MSFT, or IBM once an earlier test trained it) has too few realised forecasts, or none logged
+    why = "(t => t.includes(' realised so far') || t.includes('has been logged yet'))"
+    page.wait_for_function(f"() => {why}({note} || '')", timeout=120_000)
     assert page.evaluate(f"() => {PLOT}.layout.xaxis.visible") is False  # a sentence, not empty axes
     page.goto(f"http://127.0.0.1:{port}/voila/render/forecast.ipynb", timeout=120_000)
     title = f"(({PLOT} && {PLOT}.layout && {PLOT}.layout.title && {PLOT}.layout.title.text) || '')"
