@@ -24,7 +24,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                      'stockops.api.events.EventHub.open': ('api_events.html#eventhub.open', 'stockops/api/events.py'),
                                      'stockops.api.events.EventHub.publish': ('api_events.html#eventhub.publish', 'stockops/api/events.py'),
                                      'stockops.api.events.EventHub.swapped': ('api_events.html#eventhub.swapped', 'stockops/api/events.py'),
-                                     'stockops.api.events.EventMessage': ('api_events.html#eventmessage', 'stockops/api/events.py'),
                                      'stockops.api.events.HubCollector': ('api_events.html#hubcollector', 'stockops/api/events.py'),
                                      'stockops.api.events.HubCollector.__init__': ( 'api_events.html#hubcollector.__init__',
                                                                                     'stockops/api/events.py'),

@@ -487,10 +487,8 @@ def test_preheated_dashboards_and_the_busy_page(browser, served):
     wait_until(lambda: get(f"http://127.0.0.1:{port}/voila/static/voila.js", 2)[0] == 200, 90, "Voila", process)
     time.sleep(15)  # the pool's kernels run their notebooks (not timed: that is what a pool is for)
     first = browser.new_page(viewport={"width": 1280, "height": 1000})
-    started = time.monotonic()
     first.goto(f"{base}/forecast.ipynb", timeout=120_000)
     first.wait_for_function(f"() => {PLOT} && {PLOT}.data && {PLOT}.data[3].x.length == 4", timeout=120_000)
-    print(f"first chart of a preheated forecast page: {time.monotonic() - started:.2f} s")
     second = browser.new_page()
     answer = second.goto(f"{base}/forecast.ipynb", timeout=60_000)
     assert answer.status == 503

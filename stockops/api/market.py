@@ -83,7 +83,7 @@ class History(BaseModel):
 
 Column = Literal[tuple(VALUE_COLUMNS)]
 HISTORY_PREPARED = 64  # prepared answers kept per snapshot
-_lock = threading.Lock()  # guards each snapshot's prepared answers (built in threads, reordered on the loop)
+_lock = threading.Lock()  # guards each snapshot's prepared answers (built in threads)
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ class PreparedHistory:
 
 
 def _prepared(snapshot: Snapshot) -> OrderedDict:
-    return snapshot.cache.setdefault("history", OrderedDict())  # (ticker, columns) -> PreparedHistory, LRU order
+    return snapshot.cache.setdefault("history", OrderedDict())  # (ticker, columns) -> PreparedHistory, oldest first
 
 
 def prepared_history(snapshot: Snapshot, view: TickerView, columns: tuple[str, ...]) -> PreparedHistory:
@@ -157,9 +157,4 @@ async def history(
     prepared = _prepared(snapshot).get((view.ticker, chosen))
     if prepared is None:
         prepared = await run_in_threadpool(prepared_history, snapshot, view, chosen)
-    else:
-        with _lock:
-            kept = _prepared(snapshot)
-            if (view.ticker, chosen) in kept:
-                kept.move_to_end((view.ticker, chosen))
     return Response(prepared.body(view.ticker, start, end), media_type=JSON)
