@@ -4,17 +4,20 @@
 
 # %% auto #0
 __all__ = ['SettingsDep', 'StateDep', 'SnapshotDep', 'PredictorDep', 'LauncherDep', 'JSON', 'TickerPath', 'Day', 'PROBLEMS',
-           'ViewDep', 'TokenDep', 'get_settings', 'get_state', 'get_snapshot', 'get_predictor', 'get_launcher',
-           'Problem', 'problems', 'unknown_ticker', 'no_champion', 'find_view', 'ticker_view', 'finite',
-           'require_token']
+           'ViewDep', 'TokenDep', 'CPU_THREADS', 'get_settings', 'get_state', 'get_snapshot', 'get_predictor',
+           'get_launcher', 'Problem', 'problems', 'unknown_ticker', 'no_champion', 'find_view', 'ticker_view', 'finite',
+           'require_token', 'cpu_bound']
 
 # %% ../../nbs/70a_api_deps.ipynb #49c61c44
 import datetime as dt
+import os
 import re
 import secrets
 from collections.abc import Callable
+from functools import partial
 from typing import Annotated
 
+import anyio
 import numpy as np
 from fastapi import Depends, HTTPException, Request
 from fastapi import Path as PathParam
@@ -150,3 +153,12 @@ async def require_token(
 
 
 TokenDep = Depends(require_token)  # for a route's `dependencies=[TokenDep]`
+
+# %% ../../nbs/70a_api_deps.ipynb #2a16d452
+CPU_THREADS = os.cpu_count() or 1
+_cpu = anyio.CapacityLimiter(CPU_THREADS)
+
+
+async def cpu_bound(function: Callable, *args):
+    "`function(*args)` in a worker thread, at most `CPU_THREADS` of them at once across the app's routes."
+    return await anyio.to_thread.run_sync(partial(function, *args), limiter=_cpu)

@@ -4,12 +4,11 @@
 
 # %% auto #0
 __all__ = ['router', 'MAX_HORIZON', 'BacktestEvidence', 'LiveEvidence', 'HorizonForecast', 'Forecast', 'forecast_answer',
-           'forecast_key', 'latest_forecast_body', 'prebuild_forecasts', 'latest_forecast', 'CachedForecasts',
-           'PredictRequest', 'predict']
+           'forecast_key', 'latest_forecast_body', 'prebuild_forecasts', 'latest_forecast', 'forecast_fast',
+           'PredictRequest', 'predict_body', 'predict']
 
 # %% ../../nbs/70d_api_forecasts.ipynb #b7166859
 import datetime as dt
-import time
 from typing import Annotated
 
 import pandas as pd
@@ -24,14 +23,14 @@ from stockops.api.deps import (
     PredictorDep,
     SnapshotDep,
     TickerPath,
+    cpu_bound,
     find_view,
     finite,
     no_champion,
     problems,
 )
-from .system import RequestMetrics
 from ..config import TICKER_SCHEMA, BadInput, validate_ticker
-from ..serving import ServingState, Snapshot, TickerView, backtest_verdict, live_verdict
+from ..serving import Predictor, ServingState, Snapshot, TickerView, backtest_verdict, live_verdict
 
 # %% ../../nbs/70d_api_forecasts.ipynb #89ee5672
 router = APIRouter(tags=["forecasts"])
@@ -178,38 +177,16 @@ async def latest_forecast(
     return Response(body, media_type=JSON)
 
 # %% ../../nbs/70d_api_forecasts.ipynb #9c5f8007
-class CachedForecasts:
-    "ASGI middleware, the API's one fast path: `GET /forecast/{ticker}[?horizon=h]` from the snapshot's prebuilt bytes."
-
-    HANDLER = "/forecast/{ticker}"
-
-    def __init__(self, app, state: ServingState, metrics: RequestMetrics):
-        self.app, self.state, self.metrics = app, state, metrics
-
-    async def __call__(self, scope, receive, send):
-        if (
-            scope["type"] == "http"
-            and scope["method"] == "GET"
-            and scope["path"].startswith("/forecast/")
-            and not scope["app"].dependency_overrides  # a test's snapshot or settings: the router honours them
-        ):
-            ticker, query = scope["path"][len("/forecast/") :], scope["query_string"]
-            horizon = None
-            if query.startswith(b"horizon=") and query[8:].isdigit() and len(query) < 12:
-                horizon = int(query[8:])
-            elif query:
-                ticker = ""  # another query: FastAPI validates it
-            body = (
-                self.state.snapshot.cache.get(forecast_key(ticker, horizon)) if ticker and "/" not in ticker else None
-            )
-            if body is not None:
-                started = time.perf_counter()
-                await send({"type": "http.response.start", "status": 200,
-                            "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", JSON.encode())]})  # fmt: skip
-                await send({"type": "http.response.body", "body": body})
-                self.metrics.record(self.HANDLER, "GET", "2xx", time.perf_counter() - started)
-                return
-        await self.app(scope, receive, send)
+def forecast_fast(state: ServingState, ticker: str, query: bytes) -> bytes | None:
+    "The fast path's `/forecast/{ticker}[?horizon=h]`: the snapshot's prebuilt bytes, or None (the route answers)."
+    if not ticker or "/" in ticker:
+        return None
+    horizon = None
+    if query:
+        if not (query.startswith(b"horizon=") and query[8:].isdigit() and len(query) < 12):
+            return None  # another query: FastAPI validates it
+        horizon = int(query[8:])
+    return state.snapshot.cache.get(forecast_key(ticker, horizon))
 
 # %% ../../nbs/70d_api_forecasts.ipynb #18304d63
 class PredictRequest(BaseModel):
@@ -228,14 +205,20 @@ class PredictRequest(BaseModel):
             raise ValueError(str(error)) from None
 
 
-@router.post("/predict", response_model=Forecast, responses=problems(400, 404, 409, 422))
-def predict(request: PredictRequest, snapshot: SnapshotDep, predictor: PredictorDep) -> Response:
-    "Forecast on demand from a stored day's close with the champion (not logged)."
-    view = find_view(request.ticker, snapshot)
-    if view.champion_version is None:
-        raise no_champion(view.ticker, snapshot)
+def predict_body(predictor: Predictor, view: TickerView, request: PredictRequest, window_days: int) -> bytes:
+    "The JSON of the champion's forecast for `request` (CPU work); `HTTPException` 422 for what cannot be forecast."
     try:
         records = predictor.predict(view, request.as_of, request.horizons)
     except BadInput as error:
         raise HTTPException(422, str(error)) from None
-    return Response(forecast_answer(view, records, snapshot.monitor_window).model_dump_json(), media_type=JSON)
+    return forecast_answer(view, records, window_days).model_dump_json().encode()
+
+
+@router.post("/predict", response_model=Forecast, responses=problems(400, 404, 409, 422))
+async def predict(request: PredictRequest, snapshot: SnapshotDep, predictor: PredictorDep) -> Response:
+    "Forecast on demand from a stored day's close with the champion (not logged)."
+    view = find_view(request.ticker, snapshot)
+    if view.champion_version is None:
+        raise no_champion(view.ticker, snapshot)
+    body = await cpu_bound(predict_body, predictor, view, request, snapshot.monitor_window)
+    return Response(body, media_type=JSON)

@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['router', 'Column', 'HISTORY_PREPARED', 'TickerSummary', 'tickers_body', 'tickers', 'Bar', 'History',
-           'PreparedHistory', 'prepared_history', 'carry_histories', 'history']
+           'PreparedHistory', 'prepared_history', 'chosen_columns', 'carry_histories', 'history', 'history_query',
+           'history_fast']
 
 # %% ../../nbs/70c_api_market.ipynb #06d92824
 import datetime as dt
@@ -13,17 +14,18 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Annotated, Literal
+from urllib.parse import parse_qsl
 
 import numpy as np
 import pandas as pd
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from .deps import JSON, Day, SnapshotDep, ViewDep, problems
 from ..prices import VALUE_COLUMNS
-from ..serving import Snapshot, TickerView
+from ..serving import ServingState, Snapshot, TickerView
 
 # %% ../../nbs/70c_api_market.ipynb #dcbaef72
 router = APIRouter(tags=["market data"])
@@ -133,6 +135,11 @@ def prepared_history(snapshot: Snapshot, view: TickerView, columns: tuple[str, .
     return prepared
 
 
+def chosen_columns(columns: list[str] | None) -> tuple[str, ...]:
+    "The bar columns a `/history` answer has, in the stored order: those asked for, or all."
+    return tuple(c for c in VALUE_COLUMNS if c in columns) if columns else tuple(VALUE_COLUMNS)
+
+
 def carry_histories(old: Snapshot, new: Snapshot) -> None:
     "Keep in `new` the prepared histories of `old` whose ticker's bars `new` shares (unchanged files are not reread)."
     kept = _prepared(new)
@@ -153,8 +160,40 @@ async def history(
     "Stored daily bars of a ticker between start and end (inclusive), from bytes prepared once per snapshot."
     if start is not None and end is not None and start > end:
         raise HTTPException(422, f"start {start} is after end {end}")
-    chosen = tuple(c for c in VALUE_COLUMNS if c in columns) if columns else tuple(VALUE_COLUMNS)
+    chosen = chosen_columns(columns)
     prepared = _prepared(snapshot).get((view.ticker, chosen))
     if prepared is None:
         prepared = await run_in_threadpool(prepared_history, snapshot, view, chosen)
     return Response(prepared.body(view.ticker, start, end), media_type=JSON)
+
+# %% ../../nbs/70c_api_market.ipynb #e5f740c6
+_DAY = TypeAdapter(Day)
+
+
+def history_query(query: bytes) -> tuple[dt.date | None, dt.date | None, tuple[str, ...]] | None:
+    "`start`, `end` and the chosen columns of a plain `/history` query; None for anything the route should judge."
+    days, columns = {}, []
+    for key, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if key == "columns" and value in VALUE_COLUMNS:
+            columns.append(value)
+        elif key in ("start", "end") and key not in days:
+            try:
+                days[key] = _DAY.validate_python(value)
+            except ValidationError:
+                return None
+        else:
+            return None
+    start, end = days.get("start"), days.get("end")
+    if start is not None and end is not None and start > end:
+        return None
+    return start, end, chosen_columns(columns)
+
+
+def history_fast(state: ServingState, ticker: str, query: bytes) -> bytes | None:
+    "The fast path's `/history/{ticker}`: the route's answer when it is a slice of a history already prepared."
+    asked = history_query(query)
+    if asked is None:
+        return None
+    start, end, columns = asked
+    prepared = _prepared(state.snapshot).get((ticker, columns))
+    return None if prepared is None else prepared.body(ticker, start, end)
