@@ -17,7 +17,6 @@ import pandas as pd
 
 from .features import make_features, make_targets
 from .intervals import online_intervals, winkler_score
-from .models import make_model
 from .splits import WalkForward
 
 # %% auto #0
@@ -128,6 +127,8 @@ def _fit_folds(
     family: str, params: dict, X: np.ndarray, y: np.ndarray, folds: list[tuple[int, int, int, int]]
 ) -> list[np.ndarray]:
     "Fit and predict `family` on each fold, given as (train start, train end, test start, test end) positions."
+    from stockops.models import make_model  # scikit-learn: loaded by a backtest, not by readers of `format_p`
+
     return [make_model(family, **params).fit(X[a:b], y[a:b]).predict(X[c:d]) for a, b, c, d in folds]
 
 
@@ -140,6 +141,8 @@ def backtest(
     workers: int | None = None,  # fit processes (the `fit_workers` setting); default: one per usable CPU, 1: fit here
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Out-of-sample predictions (one row per family, horizon, date) and the fold table; every family sees identical folds."
+    from stockops.models import make_model  # scikit-learn: loaded by a backtest, not by readers of `format_p`
+
     models = {"naive": {}} | dict(models)
     X = features.to_numpy(dtype="float64")
     sigma = features["vol_ewma"].to_numpy()

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import threading
 from collections.abc import Mapping
@@ -24,7 +25,7 @@ from .features import known_at_close, make_features
 from .files import read_jsonl, utc_now
 from .forecast import forecast_records, load_champion, prediction_log
 from .prices import VALUE_COLUMNS, PriceStore
-from .tracking import champion_in, promotion_log_path, require_champion
+from .tracking import champion_in, evidence_path, promotion_log_path, require_champion
 
 # %% auto #0
 __all__ = ['SIGNIFICANCE', 'monitor_days', 'monitor_files', 'workspace_fingerprint', 'candidate_table', 'run_candidates',
@@ -81,12 +82,18 @@ _RUN_CANDIDATES: dict[tuple[str, str], pd.DataFrame] = {}  # (tracking uri, run 
 
 
 def run_candidates(settings: Settings, run_id: str) -> pd.DataFrame:
-    "The `candidate_table` of an MLflow run's metrics, read once per process (a run never changes; do not modify it)."
+    """The `candidate_table` of a training run's metrics, read once per process (a run never changes; do not modify
+    it): from the file the training keeps beside the promotion log, or from MLflow for a run logged without one."""
     key = (settings.tracking_uri, run_id)
     if key not in _RUN_CANDIDATES:
-        from stockops.tracking import mlflow_client
+        kept = evidence_path(settings, run_id)
+        if kept.exists():
+            metrics = json.loads(kept.read_text())
+        else:  # trained before the file was kept, or killed between logging the run and writing it
+            from stockops.tracking import mlflow_client
 
-        _RUN_CANDIDATES[key] = candidate_table(dict(mlflow_client(settings).get_run(run_id).data.metrics))
+            metrics = dict(mlflow_client(settings).get_run(run_id).data.metrics)
+        _RUN_CANDIDATES[key] = candidate_table(metrics)
     return _RUN_CANDIDATES[key]
 
 

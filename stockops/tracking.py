@@ -13,18 +13,22 @@ import re
 import tempfile
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from .config import BadInput, Settings, set_process_environment, validate_ticker
 from .files import append_jsonl, read_jsonl, utc_now
-from .models import Forecaster
+
+if TYPE_CHECKING:  # an annotation only: reading a workspace need not import scikit-learn
+    from stockops.models import Forecaster
 
 # %% auto #0
-__all__ = ['CHAMPION', 'model_name', 'mlflow_client', 'ForecasterModel', 'pip_requirements', 'log_training', 'promotion_log_path',
-           'promotion_log', 'champion_in', 'first_champion_day', 'require_champion', 'promotion_records',
-           'live_champion', 'champion_on', 'champion_version', 'sync_champion_alias', 'record_decision']
+__all__ = ['CHAMPION', 'METRIC_NAMES', 'model_name', 'mlflow_client', 'pip_requirements', 'log_training', 'metric_values',
+           'evidence_path', 'promotion_log_path', 'promotion_log', 'champion_in', 'first_champion_day',
+           'require_champion', 'promotion_records', 'live_champion', 'champion_on', 'champion_version',
+           'sync_champion_alias', 'record_decision']
 
 # %% ../nbs/40_tracking.ipynb #8edb47106e1a46a883d545849b8ab81b
 CHAMPION = "champion"
@@ -61,20 +65,32 @@ def mlflow_client(settings: Settings):
     return client
 
 # %% ../nbs/40_tracking.ipynb #7623eae2785240b9bd12b16a66d81610
-from mlflow.pyfunc import PythonModel
+def _forecaster_model_class() -> type:
+    "`ForecasterModel`, the MLflow pyfunc wrapper of a `Forecaster`."
+    from mlflow.pyfunc import PythonModel
+
+    class ForecasterModel(PythonModel):
+        "MLflow pyfunc wrapper of a `Forecaster`."
+
+        def load_context(self, context):
+            import joblib
+
+            self.forecaster: Forecaster = joblib.load(context.artifacts["forecaster"])
+
+        def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+            frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+            return self.forecaster.predict(frame).drop(columns=["date"])
+
+    ForecasterModel.__module__, ForecasterModel.__qualname__ = "stockops.tracking", "ForecasterModel"  # pickled by name
+    return ForecasterModel
 
 
-class ForecasterModel(PythonModel):
-    "MLflow pyfunc wrapper of a `Forecaster`."
-
-    def load_context(self, context):
-        import joblib
-
-        self.forecaster: Forecaster = joblib.load(context.artifacts["forecaster"])
-
-    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        return self.forecaster.predict(frame).drop(columns=["date"])
+def __getattr__(name: str):
+    "`stockops.tracking.ForecasterModel`, made once on first use (PEP 562): importing this module never imports MLflow."
+    if name == "ForecasterModel":
+        globals()[name] = _forecaster_model_class()
+        return globals()[name]
+    raise AttributeError(f"module 'stockops.tracking' has no attribute {name!r}")
 
 
 def pip_requirements() -> list[str]:
@@ -107,6 +123,8 @@ def log_training(
     import matplotlib.pyplot as plt
     import mlflow
     from mlflow.models import infer_signature
+
+    from stockops.tracking import ForecasterModel  # made on first use (this module's __getattr__)
 
     families, methods = forecaster.families(), {h: m.interval_method for h, m in forecaster.models.items()}
     name = model_name(ticker)
@@ -158,6 +176,27 @@ def log_training(
     return run.info.run_id, version
 
 
+METRIC_NAMES = ("mae", "rmse", "mase", "dm_p", "hit_rate", "hit_low", "hit_high", "coverage_80", "coverage_90",
+                "width_90", "winkler_90")  # fmt: skip
+
+
+def metric_values(metrics: pd.DataFrame, recent_metrics: pd.DataFrame) -> dict[str, float]:
+    "A training's whole-backtest and recent-window metrics by name (`hgb.h5.mae`, `recent.hgb.h5.mae`), finite only."
+    values = {}
+    for prefix, table in (("", metrics), ("recent.", recent_metrics)):
+        for row in table.itertuples(index=False):
+            for metric in METRIC_NAMES:
+                value = getattr(row, metric, np.nan)
+                if pd.notna(value) and np.isfinite(value):
+                    values[f"{prefix}{row.family}.h{row.horizon}.{metric}"] = float(value)
+    return values
+
+
+def evidence_path(settings: Settings, run_id: str) -> Path:
+    "Where a training run's `metric_values` are kept beside the promotion log, for readers that do not open MLflow."
+    return settings.data_dir / "evidence" / f"{run_id}.json"
+
+
 def _log_metrics(
     client, run_id: str, metrics: pd.DataFrame, recent_metrics: pd.DataFrame, fold_metrics: pd.DataFrame
 ) -> None:
@@ -165,15 +204,7 @@ def _log_metrics(
     from mlflow.entities import Metric
 
     now = int(utc_now().timestamp() * 1000)
-    values = []
-    names = ["mae", "rmse", "mase", "dm_p", "hit_rate", "hit_low", "hit_high", "coverage_80", "coverage_90", "width_90",
-             "winkler_90"]  # fmt: skip
-    for prefix, table in (("", metrics), ("recent.", recent_metrics)):
-        for row in table.itertuples(index=False):
-            for metric in names:
-                value = getattr(row, metric, np.nan)
-                if pd.notna(value) and np.isfinite(value):
-                    values.append(Metric(f"{prefix}{row.family}.h{row.horizon}.{metric}", float(value), now, 0))
+    values = [Metric(name, value, now, 0) for name, value in metric_values(metrics, recent_metrics).items()]
     for row in fold_metrics.itertuples(index=False):
         if pd.notna(row.mae):
             values.append(Metric(f"fold.{row.family}.h{row.horizon}.mae", float(row.mae), now, int(row.fold)))

@@ -28,13 +28,16 @@ from stockops.evaluate import (
 )
 from .experiment import Experiment
 from .features import index_as_known, make_features, make_targets
+from .files import write_json_atomic
 from .intervals import INTERVAL_METHODS, conformal_quantile, interval_scale, online_intervals
 from .models import Forecaster, HorizonModel, make_model
 from .pooled import POOLED, PooledEvidence, fit_pooled, pooled_backtest, pooled_rows, rank_ic, stack_tables
 from .prices import PriceStore
 from stockops.tracking import (
     champion_version,
+    evidence_path,
     log_training,
+    metric_values,
     mlflow_client,
     model_name,
     record_decision,
@@ -397,6 +400,7 @@ def train_ticker(
     run_id, version = log_training(client, ticker, day, experiment, forecaster, evidence.features,
                                    served | {"intervals": comparison} | ({"pooled_ic": mine.ic} if mine else {}), figure,
                                    "promoted" if decision.promote else "kept")  # fmt: skip
+    write_json_atomic(evidence_path(settings, run_id), metric_values(served["metrics"], served["recent_metrics"]))
     previous = None if before is None else str(before.version)
     after = version if decision.promote else previous
     record_decision(client, settings, {"as_of": day, "ticker": ticker, "model": model_name(ticker), "from_version": previous,
