@@ -70,8 +70,11 @@ bench: $(STAMP) ## benchmarks: first training (< 3 min); daily run, plain vs Pre
 	$(BIN)/python bench/scaleout.py
 	$(BIN)/python bench/universe.py
 
-lab: $(STAMP) ## JupyterLab on the workspace (127.0.0.1:8888)
-	$(BIN)/jupyter lab --no-browser --ip 127.0.0.1 --port 8888 --notebook-dir .
+LAB_PORT ?= 8888
+LAB_DIR ?= .
+lab: $(STAMP) ## JupyterLab on the workspace with the project's kernel (127.0.0.1:8888; LAB_PORT, LAB_DIR to change)
+	$(BIN)/jupyter lab --no-browser --ip 127.0.0.1 --port $(LAB_PORT) --notebook-dir $(LAB_DIR) \
+	    $(if $(filter 0,$(shell id -u)),--allow-root)  # root (a container, CI) is refused without it
 
 monitor: $(STAMP) ## Debian's Prometheus on 127.0.0.1:9090 scraping the running API (from `make run` or `stockops serve`), its alerts to Alertmanager on 127.0.0.1:9093
 	@command -v prometheus >/dev/null || { echo "needs Debian's Prometheus: apt-get install prometheus"; exit 2; }

@@ -498,6 +498,51 @@ def test_preheated_dashboards_and_the_busy_page(browser, served):
         page.close()
 
 
+@pytest.mark.browser
+def test_jupyterlab_runs_a_notebook_cell_with_the_project_kernel(browser, served, tmp_path):
+    "`make lab` as an author uses it: open nbs/10_prices.ipynb, add a cell that loads stored prices, run it, see them."
+    (tmp_path / "nbs").mkdir()
+    shutil.copy(REPO / "nbs" / "10_prices.ipynb", tmp_path / "nbs")  # a copy: the browser may save it
+    port, token = free_port(), "stockops-test-token"
+    log = (tmp_path / "lab.log").open("w")
+    lab = subprocess.Popen(["make", "--no-print-directory", "lab", f"LAB_PORT={port}", f"LAB_DIR={tmp_path}"], cwd=REPO,
+                           env=served.env | {"JUPYTER_TOKEN": token}, stdout=log, stderr=subprocess.STDOUT,
+                           start_new_session=True)  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            assert lab.poll() is None, (tmp_path / "lab.log").read_text()[-3000:]
+            return get(f"{base}/api/status?token={token}", 2)[0] == 200
+
+        wait_until(up, 120, "JupyterLab")
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{base}/lab/tree/nbs/10_prices.ipynb?token={token}", timeout=120_000)
+        page.wait_for_selector(".jp-Notebook .jp-Cell .cm-content", timeout=120_000)
+        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)  # kernel ready
+        assert "10_prices.ipynb" in page.title()
+        page.locator(".jp-Notebook .jp-Cell").nth(1).click()  # the title: a markdown cell
+        page.keyboard.press("Escape")  # command mode
+        page.keyboard.press("b")  # a new code cell below, in edit mode on Enter
+        page.keyboard.press("Enter")
+        page.keyboard.type("from stockops.config import load_settings\nfrom stockops.prices import PriceStore\n")
+        page.keyboard.type("PriceStore.from_settings(load_settings()).load('IBM', end='2013-01-31').tail(3)")
+        page.keyboard.press("Shift+Enter")  # runs it in the project's kernel, which reads the workspace's settings
+        output = page.locator(".jp-OutputArea-output").filter(has_text="2013-01-31")
+        output.first.wait_for(timeout=120_000)
+        text = output.first.inner_text()
+        assert "IBM" in text and "2013-01-29" in text and "adj_close" in text, text
+        shots = REPO / "reports" / "screenshots"
+        shots.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shots / "jupyterlab.png"))
+        page.close()
+    finally:
+        if lab.poll() is None:
+            os.killpg(lab.pid, signal.SIGTERM)
+            lab.wait(timeout=30)
+        log.close()
+
+
 @pytest.mark.slow
 def test_up_serves_everything_and_ctrl_c_stops_it(served):
     "`stockops up` (what `make run` calls): Prefect server, API, dashboards, MLflow UI answer; one Ctrl-C stops all."
