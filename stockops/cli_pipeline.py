@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -22,17 +23,41 @@ from stockops.cli import (
     tickers_or_universe,
 )
 from .config import BadInput, Settings, child_environment, parse_date, set_process_environment
+from .files import write_text_atomic
 from .processes import BLAS_THREADS, answers, start, stop, wait_for
 
 # %% auto #0
-__all__ = ['prefect_environment', 'train_flow', 'run_daily', 'run', 'drift', 'replay', 'prefect_server', 'deployments',
-           'schedule', 'worker']
+__all__ = ['prefect_logging', 'prefect_environment', 'train_flow', 'run_daily', 'run', 'drift', 'replay', 'prefect_url',
+           'prefect_server', 'deployments', 'schedule', 'worker']
 
 # %% ../nbs/80c_cli_pipeline.ipynb #937e7c74
+def prefect_logging(settings: Settings) -> Path:
+    "Prefect's default logging configuration, its records sent to `<data_dir>/logs/prefect.log` and only errors to the terminal."
+    import importlib.util
+
+    import yaml
+
+    package = Path(importlib.util.find_spec("prefect").submodule_search_locations[0])  # found, not imported
+    config = yaml.safe_load((package / "logging" / "logging.yml").read_text())
+    log = settings.data_dir / "logs" / "prefect.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    config["handlers"]["console"]["level"] = "ERROR"
+    config["handlers"]["file"] = {"level": 0, "class": "logging.FileHandler", "formatter": "standard",
+                                 "filename": str(log), "delay": True}  # fmt: skip
+    config["root"]["handlers"] = ["console", "file"]
+    for name in ("uvicorn", "fastapi"):  # a server's access and startup lines
+        config["loggers"][name]["handlers"] = ["file"]
+    path = settings.data_dir / "prefect" / "logging.yml"
+    write_text_atomic(path, yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
 def prefect_environment(settings: Settings) -> None:
-    "Point Prefect at the workspace (home under the data directory, patient temporary server) before it is imported."
+    """Point Prefect at the workspace (home under the data directory, patient temporary server, its logging to a file)
+    before it is imported."""
     (settings.data_dir / "prefect").mkdir(parents=True, exist_ok=True)
     set_process_environment(settings.prefect_env(), replace=False)
+    set_process_environment({"PREFECT_LOGGING_SETTINGS_PATH": str(prefect_logging(settings))}, replace=False)
 
 # %% ../nbs/80c_cli_pipeline.ipynb #be5b6e61
 def train_flow(settings: Settings, tickers: str | None, as_of: str | None, force: bool, run_id: str | None) -> None:
@@ -74,9 +99,14 @@ def train_flow(settings: Settings, tickers: str | None, as_of: str | None, force
 
 # %% ../nbs/80c_cli_pipeline.ipynb #aa236fbf
 def run_daily(
-    settings: Settings, as_of: str | None = None, tickers: str | None = None, source: str | None = None, path: str = ""
+    settings: Settings,
+    as_of: str | None = None,
+    tickers: str | None = None,
+    source: str | None = None,
+    path: str = "",
+    job: str = "",  # what the progress reports call it (default: the daily run)
 ) -> None:
-    "The daily flow once through Prefect, reported on the console; exit 1 when it did not complete."
+    "The daily flow once through Prefect, its progress and result on the console; exit 1 when it did not complete."
     from stockops.config import SOURCES, environment_value, parse_tickers
 
     day = parse_date(as_of, "as-of")
@@ -99,11 +129,12 @@ def run_daily(
         source=source or "",
         path=path,
         overrides=settings.transport(),
+        job=job,
         return_state=True,
     )
     console = stdout_console()
     if not state.is_completed():
-        console.print(f"daily flow {state.type.value.lower()}: {state.message}")
+        console.print(f"daily flow {state.type.value.lower()}: {state.message} (logs: {settings.data_dir / 'logs'})")
         raise typer.Exit(1)
     summary = state.result()
     console.print(f"daily flow completed for {summary['as_of']} in {summary['seconds']} s of runbooks")
@@ -183,13 +214,18 @@ def replay(
     console.print(f"retraining events under the policy: {len(events)}; report: {result.report}")
 
 # %% ../nbs/80c_cli_pipeline.ipynb #f1e6ed12
+def prefect_url(settings: Settings, port: int) -> str:
+    "The Prefect API this workspace uses: the settings' server, or one on 127.0.0.1:port."
+    return settings.prefect_api_url or f"http://127.0.0.1:{port}/api"
+
+
 @contextmanager
 def prefect_server(settings: Settings, port: int):
     "A Prefect server on 127.0.0.1:port (reused when one answers there), its URL in PREFECT_API_URL; stopped on exit if started here."
     import sys
 
     prefect_environment(settings)
-    url = settings.prefect_api_url or f"http://127.0.0.1:{port}/api"
+    url = prefect_url(settings, port)
     set_process_environment({"PREFECT_API_URL": url})  # this process's flows and `prefect.serve` use it
     server = None
     if not answers(f"{url}/health"):

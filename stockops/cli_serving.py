@@ -115,7 +115,7 @@ def _services(settings: Settings) -> dict[str, tuple[list[str], str]]:
 
 
 def _addresses(settings: Settings, prefect_url: str, logs) -> list[str]:
-    "The lines `up` prints once everything answers."
+    "The lines `up` prints once the API, the dashboards and the MLflow UI answer (the Prefect UI comes up next)."
     api, dashboards = settings.api_url, f"http://127.0.0.1:{settings.dashboard_port}"
     return [
         f"  API          {api}/docs",
@@ -133,33 +133,42 @@ def up(
     settings: Settings,
     no_run: Annotated[bool, typer.Option("--no-run", help="serve without running the daily flow first")] = False,
 ):
-    "Bring the workspace up: Prefect server, the daily flow, then the API, dashboards, MLflow UI and the schedules (Ctrl-C stops all)."
+    "Bring the workspace up: the API, dashboards and MLflow UI, then the Prefect server, the daily flow and the schedules (Ctrl-C stops all)."
     from stockops.api import check_binding
-    from stockops.cli_pipeline import deployments, prefect_server, run_daily  # imported here: any module may load first
+    from stockops.cli_pipeline import (
+        deployments,
+        prefect_server,
+        prefect_url,
+        run_daily,
+    )  # here: any module may load first
+    from stockops.tracking import promotion_log_path
 
     check_binding(settings)
     logs = settings.data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    with prefect_server(settings, settings.prefect_ui_port) as url:
-        if not no_run:
-            run_daily(settings)
-        services = _services(settings)
-        started = {}
-        try:
-            for name, (command_line, _health) in services.items():
-                log = logs / f"{name.split()[0].lower()}.log"
-                started[name] = start(command_line, log, env=child_environment(settings))  # Ctrl-C reaches only `up`
-            for name, (_, health) in services.items():
-                wait_for(health, started[name], f"{health} did not come up; see {logs}")
-            print("\nthe workspace is up (Ctrl-C stops everything):", flush=True)
-            for line in _addresses(settings, url, logs):
-                print(line, flush=True)
+    services, started = _services(settings), {}
+    try:
+        for name, (command_line, _health) in services.items():
+            log = logs / f"{name.split()[0].lower()}.log"
+            started[name] = start(command_line, log, env=child_environment(settings))  # Ctrl-C reaches only `up`
+        for name, (_, health) in services.items():
+            wait_for(health, started[name], f"{health} did not come up; see {logs}")
+        print("\nthe workspace is up (Ctrl-C stops everything):", flush=True)
+        for line in _addresses(settings, prefect_url(settings, settings.prefect_ui_port), logs):
+            print(line, flush=True)
+        with prefect_server(settings, settings.prefect_ui_port):
+            if not no_run:
+                job = "the daily run" if promotion_log_path(settings).exists() else "the first run"
+                try:
+                    run_daily(settings, job=job)
+                except typer.Exit:  # said on the console, with the logs' path; what there is stays served
+                    print(f"{job} did not complete; still serving (Ctrl-C stops everything)", flush=True)
             from prefect import serve as serve_deployments
 
             serve_deployments(*deployments(settings))
-        except KeyboardInterrupt:
-            pass
-        finally:
-            for process in started.values():
-                stop(process)
-            print("stopped: API, dashboards, MLflow UI, Prefect server", flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for process in started.values():
+            stop(process)
+        print("stopped: API, dashboards, MLflow UI, Prefect server", flush=True)

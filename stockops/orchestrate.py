@@ -10,6 +10,7 @@ import itertools
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -86,11 +87,23 @@ def train_batch(as_of: str, tickers: list[str], force: bool, overrides: dict, fl
     return runs
 
 # %% ../nbs/61_orchestrate.ipynb #e11ad971
-def train_tickers(tickers: list[str], as_of: str, overrides: dict, flow_name: str, force: bool = False) -> list[dict]:
+def train_tickers(
+    tickers: list[str],
+    as_of: str,
+    overrides: dict,
+    flow_name: str,
+    force: bool = False,
+    done: Callable[[str], None] | None = None,  # told each ticker as its training ends (progress)
+) -> list[dict]:
     "Train `tickers` as of `as_of`: here, one after another, or in concurrent flow runs on the settings' work pool."
     settings = settings_from(overrides, "flow parameter")
+    done = done or (lambda ticker: None)
     if not settings.prefect_work_pool or not tickers:
-        return [_train(as_of, t, force, overrides, flow_name) for t in tickers]  # logged in the background
+        runs = []
+        for ticker in tickers:
+            runs.append(_train(as_of, ticker, force, overrides, flow_name))  # logged in the background
+            done(ticker)
+        return runs
     from prefect import get_run_logger
     from prefect.exceptions import MissingContextError
     from prefect.utilities.asyncutils import run_coro_as_sync
@@ -105,7 +118,7 @@ def train_tickers(tickers: list[str], as_of: str, overrides: dict, flow_name: st
         if logger is not None:
             logger.info(message)
 
-    return run_coro_as_sync(_fan_out(settings, tickers, as_of, overrides, flow_name, force, log))
+    return run_coro_as_sync(_fan_out(settings, tickers, as_of, overrides, flow_name, force, log, done))
 
 # %% ../nbs/61_orchestrate.ipynb #ba1692dc
 def batches(tickers: list[str], size: int, workers: int) -> list[list[str]]:
@@ -121,7 +134,7 @@ def batch_label(batch: list[str]) -> str:
     return ",".join(batch) if len(batch) <= 3 else f"{','.join(batch[:3])}+{len(batch) - 3}"
 
 # %% ../nbs/61_orchestrate.ipynb #b78ed436
-async def _fan_out(settings: Settings, tickers, as_of, overrides, flow_name, force, log) -> list[dict]:
+async def _fan_out(settings: Settings, tickers, as_of, overrides, flow_name, force, log, done) -> list[dict]:
     from prefect.client.orchestration import get_client
     from prefect.deployments.flow_runs import arun_deployment  # the async one: in a sync flow, run_deployment blocks
     from prefect.exceptions import ObjectNotFound
@@ -140,7 +153,7 @@ async def _fan_out(settings: Settings, tickers, as_of, overrides, flow_name, for
     for ticker in tickers:  # a record from an earlier attempt must not pass for this one
         for kind in ("run", "failure"):
             record_path(settings, flow_name, as_of, ticker, kind).unlink(missing_ok=True)
-    started, done = time.monotonic(), []
+    started, finished = time.monotonic(), []
 
     async def one(batch: list[str]):
         flow_run = await arun_deployment(
@@ -156,10 +169,12 @@ async def _fan_out(settings: Settings, tickers, as_of, overrides, flow_name, for
             timeout=None,  # wait for the run to end
             poll_interval=2,
         )
-        done.extend(batch)
+        finished.extend(batch)
         state = flow_run.state.name if flow_run.state else "unknown"
         log(f"{batch_label(batch)}: {state} on the pool after {time.monotonic() - started:.0f} s "
-            f"({len(done)}/{len(tickers)} tickers)")  # fmt: skip
+            f"({len(finished)}/{len(tickers)} tickers)")  # fmt: skip
+        for ticker in batch:
+            done(ticker)
         return flow_run
 
     parts = batches(tickers, settings.train_batch, workers)
@@ -169,9 +184,9 @@ async def _fan_out(settings: Settings, tickers, as_of, overrides, flow_name, for
     runs, failures = [], []
     ran = {ticker: flow_run for batch, flow_run in zip(parts, flow_runs, strict=True) for ticker in batch}
     for ticker in tickers:
-        flow_run, done = ran[ticker], record_path(settings, flow_name, as_of, ticker)
-        if done.exists():  # written by this attempt (older records were removed above), even in a batch that failed
-            runs.append(json.loads(done.read_text()))
+        flow_run, record = ran[ticker], record_path(settings, flow_name, as_of, ticker)
+        if record.exists():  # written by this attempt (older records were removed above), even in a batch that failed
+            runs.append(json.loads(record.read_text()))
             continue
         failed = record_path(settings, flow_name, as_of, ticker, "failure")
         if failed.exists():
@@ -228,8 +243,8 @@ class RunbookSteps:
         )
         return self.runs[-1]["result"]["tickers"]
 
-    def train(self, tickers: list[str], day: str) -> dict[str, dict]:
-        runs = train_tickers(tickers, day, self.transport, self.flow_name)  # on the work pool, if there is one
+    def train(self, tickers: list[str], day: str, done: Callable[[str], None] | None = None) -> dict[str, dict]:
+        runs = train_tickers(tickers, day, self.transport, self.flow_name, done=done)  # on the work pool, if any
         self.runs += runs
         return {run["ticker"]: {"champion": run["result"]["champion"], "error": None} for run in runs}
 

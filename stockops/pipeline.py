@@ -16,7 +16,8 @@ from .files import write_json_atomic
 
 # %% auto #0
 __all__ = ['RUNBOOKS', 'WARM_UP', 'RESET', 'save_result', 'runbook_output', 'RunbookRun', 'RunbookFailed', 'KernelWarmUpFailed',
-           'start_kernel', 'close_kernels', 'run_runbook', 'wait_for_logging', 'write_run_record', 'load_flow']
+           'start_kernel', 'close_kernels', 'kernel_log', 'run_runbook', 'wait_for_logging', 'write_run_record',
+           'load_flow']
 
 # %% ../nbs/60_pipeline.ipynb #5bcf4c71
 RUNBOOKS = ("etl_prices", "report_drift", "train_forecaster", "forecast_prices")
@@ -74,18 +75,25 @@ class KernelWarmUpFailed(RuntimeError):
     "A warm kernel started but could not import what every runbook imports: the runbooks would fail the same way."
 
 
-def start_kernel(cwd: str, env: dict[str, str], attempts: int = 3):
+def start_kernel(cwd: str, env: dict[str, str], attempts: int = 3, log: Path | None = None):
     """A started, ready python3 kernel working in `cwd` with environment `env` (the settings reach it there, secrets
     included). A kernel that dies while starting is started again with new ports, up to `attempts` times: kernels
     started at once by two processes (two workers, or a runbook and the warm refill) can pick the same free TCP port,
-    and the loser dies with "Address already in use" before it answers (seen in bench/scaleout.py with 2 workers)."""
+    and the loser dies with "Address already in use" before it answers (seen in bench/scaleout.py with 2 workers).
+    The kernel's own output (its transport warnings, the KeyboardInterrupt a reset interrupts) is appended to `log`
+    when given, not to the terminal."""
     import logging
 
     from jupyter_client.manager import KernelManager
 
     for attempt in range(1, attempts + 1):
         manager = KernelManager(kernel_name="python3")
-        manager.start_kernel(cwd=cwd, env=env)
+        if log is None:
+            manager.start_kernel(cwd=cwd, env=env)
+        else:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "a") as output:  # the kernel process keeps its own descriptor
+                manager.start_kernel(cwd=cwd, env=env, stdout=output, stderr=output)
         client = manager.client()
         client.start_channels()
         try:
@@ -129,7 +137,7 @@ class _KernelPool:
             ready = self._ready.get(key, [])
             return ready.pop(0) if ready else None
 
-    def refill(self, cwd: str, env: dict[str, str]) -> None:
+    def refill(self, cwd: str, env: dict[str, str], log: Path | None = None) -> None:
         "Start kernels in the background until `depth` are ready or starting."
         import threading
 
@@ -143,7 +151,7 @@ class _KernelPool:
             )  # "could not destroy zmq context" from a worker thread
             manager, failure = None, None
             try:
-                manager = start_kernel(cwd, env)
+                manager = start_kernel(cwd, env, log=log)
             except Exception:  # a kernel that cannot start (its folder is gone...): the runbook starts a fresh one
                 manager = None
             if manager is not None:
@@ -222,6 +230,11 @@ import atexit  # noqa: E402
 atexit.register(close_kernels)
 
 # %% ../nbs/60_pipeline.ipynb #a4f863b7
+def kernel_log(settings: Settings) -> Path:
+    "Where runbook kernels write what they print themselves (not their notebooks' output): `<data_dir>/logs/kernels.log`."
+    return settings.data_dir / "logs" / "kernels.log"
+
+
 def run_runbook(
     runbook: str,  # name of a notebook in settings.runbooks_dir, e.g. etl_prices
     parameters: dict,  # values for its `parameters` cell (as_of, tickers, ...)
@@ -250,10 +263,13 @@ def run_runbook(
     if log_to_mlflow:
         _tracking_ready(settings)  # create the MLflow store here, before a kernel and the logging thread race to
     cwd, env = str(settings.runbooks_dir), child_environment(settings)  # the kernel's settings, secrets included
+    log = kernel_log(settings)
     kernel = _POOL.take(cwd, env) if warm else None
     if warm and kernel is None:
-        _POOL.refill(cwd, env)  # none ready: this runbook starts a fresh kernel while a warm one starts for the next
-    kernel = kernel or start_kernel(cwd, env)
+        _POOL.refill(
+            cwd, env, log
+        )  # none ready: this runbook starts a fresh kernel while a warm one starts for the next
+    kernel = kernel or start_kernel(cwd, env, log=log)
     try:
         papermill.execute_notebook(
             str(source),
@@ -275,7 +291,7 @@ def run_runbook(
         else:
             kernel.shutdown_kernel(now=True)
             if warm:
-                _POOL.refill(cwd, env)
+                _POOL.refill(cwd, env, log)
         if temporary.exists():
             temporary.replace(output)
     run.seconds = round(time.perf_counter() - started, 3)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,7 @@ from .config import Settings
 from .files import utc_now, write_json_atomic
 
 # %% auto #0
-__all__ = ['VERBS', 'duration', 'progress_path', 'describe', 'Progress', 'read_progress', 'running']
+__all__ = ['VERBS', 'duration', 'progress_path', 'describe', 'Progress', 'read_progress', 'to_terminal', 'running']
 
 # %% ../nbs/06_progress.ipynb #7994cbce
 def duration(seconds: float) -> str:
@@ -121,6 +122,12 @@ def read_progress(settings: Settings) -> dict | None:
     ):
         record["state"] = "interrupted"
     return record
+
+
+def to_terminal(sentence: str) -> None:
+    "A progress sentence on standard error, as a line (not print: a Prefect flow with log_prints would take it)."
+    sys.stderr.write(sentence + "\n")
+    sys.stderr.flush()
 
 
 def running(record: dict | None) -> bool:

@@ -15,6 +15,7 @@ import pandas as pd
 from .config import BadInput, Settings
 from .experiment import Experiment
 from .prices import PriceStore
+from .progress import Progress
 
 # %% auto #0
 __all__ = ['POLICIES', 'resolve_as_of', 'listed_on', 'Steps', 'monitor_record', 'PlainSteps', 'TickerDay', 'DayResult', 'run_day']
@@ -53,8 +54,9 @@ class Steps(Protocol):
     def monitor(self, tickers: list[str], day: str) -> dict[str, dict]:
         "Per ticker: {retrain, reasons, champion_version, drift_share} under the settings' retraining policy."
 
-    def train(self, tickers: list[str], day: str) -> dict[str, dict]:
-        "Per ticker: {champion: the version live after training (None: none yet), error: why not (or None)}."
+    def train(self, tickers: list[str], day: str, done: Callable[[str], None] | None = None) -> dict[str, dict]:
+        """Per ticker: {champion: the version live after training (None: none yet), error: why not (or None)};
+        `done` is told each ticker as its training ends (progress)."""
 
     def forecast(self, tickers: list[str], day: str) -> None:
         "The champions' forecasts from the close of `day`, appended to the prediction log."
@@ -89,7 +91,7 @@ class PlainSteps:
             ticker: monitor_record(monitor_ticker(ticker, day, self.settings, report=self.report)) for ticker in tickers
         }
 
-    def train(self, tickers: list[str], day: str) -> dict[str, dict]:
+    def train(self, tickers: list[str], day: str, done: Callable[[str], None] | None = None) -> dict[str, dict]:
         from stockops.training import train_many
 
         trained = {}
@@ -98,6 +100,8 @@ class PlainSteps:
                 trained[ticker] = {"champion": None, "error": str(result)}
             else:
                 trained[ticker] = {"champion": result.champion_after, "error": None}
+            if done is not None:
+                done(ticker)
         return {ticker: trained[ticker] for ticker in tickers}  # in the order asked
 
     def forecast(self, tickers: list[str], day: str) -> None:
@@ -152,18 +156,22 @@ def run_day(
     as_of: str = "",  # the trading day; empty: the last day the source has
     policy: str = "auto",  # auto: the retraining policy in settings; never: train only tickers without a champion
     log: Callable[[str], None] | None = None,  # told each decision (the flow's logger)
+    progress: Progress | None = None,  # told each step and each ticker trained (the terminal, the API, the dashboards)
 ) -> DayResult:
     "One trading day of operations on `tickers`: ingest, monitor, decide, train, forecast."
     if policy not in POLICIES:
         raise BadInput(f"unknown policy {policy!r}: use {' or '.join(POLICIES)}")
     log = log or (lambda message: None)
+    step = progress.step if progress is not None else (lambda name, total=0: None)
     seconds, started = {}, time.perf_counter()
+    step("ingest")
     day = steps.ingest(list(dict.fromkeys([*tickers, *settings.indices])), as_of)
     seconds["etl"] = time.perf_counter() - started
     store = PriceStore.from_settings(settings)
     outcomes = {t: TickerDay(t, "waiting", ["no prices yet"], None) for t in tickers if not listed_on(store, t, day)}
     listed = [t for t in tickers if t not in outcomes]
     started = time.perf_counter()
+    step("monitor")  # one runbook for all: no count
     decisions = steps.monitor(listed, day) if listed else {}
     seconds["monitor"] = time.perf_counter() - started
     retrain = [
@@ -175,7 +183,10 @@ def run_day(
             f"{ticker}: {'retrain' if ticker in retrain else 'keep'} ({'; '.join(decision['reasons']) or 'no rule fired'})"
         )
     started = time.perf_counter()
-    trained = steps.train(retrain, day) if retrain else {}
+    trained = {}
+    if retrain:
+        step("train", len(retrain))
+        trained = steps.train(retrain, day, progress.advance if progress is not None else None)
     seconds["train"] = time.perf_counter() - started
     for ticker in listed:
         decision, training = decisions[ticker], trained.get(ticker)
@@ -187,6 +198,7 @@ def run_day(
         )
     started = time.perf_counter()
     chosen = [t for t in tickers if outcomes[t].forecast]
+    step("forecast")
     if chosen:
         steps.forecast(chosen, day)
     seconds["forecast"] = time.perf_counter() - started

@@ -25,6 +25,7 @@ from .features import known_at_close, make_features
 from .files import read_jsonl, utc_now
 from .forecast import forecast_records, load_champion, prediction_log
 from .prices import VALUE_COLUMNS, PriceStore
+from .progress import read_progress
 from .tracking import champion_in, evidence_path, promotion_log_path, require_champion
 
 # %% auto #0
@@ -393,6 +394,7 @@ class ServingState:
     def __init__(self, settings: Settings, snapshot: Snapshot | None = None):
         self.settings = settings
         self.snapshot = snapshot or load_snapshot(settings)
+        self.progress = read_progress(settings)  # the latest job's record (data/progress.json), read at each refresh
         self.refreshes, self.failures = 0, 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -407,7 +409,8 @@ class ServingState:
         self._swapped.append(listener)
 
     def refresh(self) -> bool:
-        "Swap in a new snapshot if the workspace changed; True when it did."
+        "Swap in a new snapshot if the workspace changed; True when it did. The job progress is read every time."
+        self.progress = read_progress(self.settings)
         try:
             if workspace_fingerprint(self.settings) == self.snapshot.fingerprint:
                 return False

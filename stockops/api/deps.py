@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['SettingsDep', 'StateDep', 'SnapshotDep', 'PredictorDep', 'LauncherDep', 'JSON', 'TickerPath', 'Day', 'PROBLEMS',
            'ViewDep', 'TokenDep', 'CPU_THREADS', 'get_settings', 'get_state', 'get_snapshot', 'get_predictor',
-           'get_launcher', 'Problem', 'problems', 'unknown_ticker', 'no_champion', 'find_view', 'ticker_view', 'finite',
-           'require_token', 'cpu_bound']
+           'get_launcher', 'Problem', 'problems', 'still_coming', 'unknown_ticker', 'no_champion', 'find_view',
+           'ticker_view', 'finite', 'require_token', 'cpu_bound']
 
 # %% ../../nbs/70a_api_deps.ipynb #49c61c44
 import datetime as dt
@@ -25,6 +25,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, BeforeValidator, Field
 
 from ..config import TICKER_SCHEMA, BadInput, Settings, validate_ticker
+from ..progress import describe, running
 from ..runs import launch_training
 from ..serving import Predictor, ServingState, Snapshot, TickerView
 
@@ -82,7 +83,7 @@ PROBLEMS = {
     401: "a bearer token is required",
     403: "training over the API is disabled (no api_token configured)",
     404: "not stored, or never forecast (a market index)",
-    409: "not ready yet: no champion or no forecast for this ticker",
+    409: "not ready yet: no champion or no forecast for this ticker (or a running job is still bringing it)",
     422: "invalid request: a malformed ticker, date or horizon",
     503: "the server cannot answer now (its own fault, not the request's)",
 }
@@ -93,38 +94,54 @@ def problems(*codes: int) -> dict:
     return {code: {"model": Problem, "description": PROBLEMS[code]} for code in codes}
 
 
-def unknown_ticker(ticker: str, snapshot: Snapshot) -> HTTPException:
+def still_coming(ticker: str, state: ServingState | None) -> str | None:
+    "What the running job is doing, when `ticker` is in the universe it brings (None: no job running, or not its ticker)."
+    record = None if state is None else state.progress
+    if not running(record) or ticker not in state.settings.universe:
+        return None
+    return describe(record)
+
+
+def unknown_ticker(ticker: str, snapshot: Snapshot, state: ServingState | None = None) -> HTTPException:
+    "404 for a ticker not stored, or 409 saying what the running job is doing when it will bring it."
+    coming = still_coming(ticker, state)
+    if coming:
+        return HTTPException(409, f"no data for {ticker} yet: {coming}")
     return HTTPException(404, f"unknown ticker {ticker}: stored tickers are {', '.join(sorted(snapshot.views))}")
 
 
-def no_champion(ticker: str, snapshot: Snapshot) -> HTTPException:
-    "A stored ticker without a champion: 404 for a market index (a feature, never forecast), else 409 (train it)."
+def no_champion(ticker: str, snapshot: Snapshot, state: ServingState | None = None) -> HTTPException:
+    """A stored ticker without a champion: 404 for a market index (a feature, never forecast), else 409 (train it, or
+    what the running job is doing)."""
     if ticker in snapshot.indices:
         return HTTPException(
             404,
             f"{ticker} is a market index, stored as a feature of the universe and never forecast: "
             f"forecast tickers are those with a champion (GET /tickers)",
         )
+    coming = still_coming(ticker, state)
+    if coming:
+        return HTTPException(409, f"no forecast for {ticker} yet: {coming}")
     return HTTPException(
         409,
         f"no champion for {ticker} yet: run training (`stockops train --tickers {ticker}`, or POST /train) and the daily forecasts",
     )
 
 
-def find_view(ticker: str, snapshot: Snapshot) -> TickerView:
-    "The view of a stored ticker: `HTTPException` 422 when the symbol is malformed, 404 when it is not stored."
+def find_view(ticker: str, snapshot: Snapshot, state: ServingState | None = None) -> TickerView:
+    "The view of a stored ticker: `HTTPException` 422 when the symbol is malformed, 404 (or 409) when it is not stored."
     try:
         symbol = validate_ticker(ticker)
     except BadInput as error:
         raise HTTPException(422, str(error)) from None
     view = snapshot.views.get(symbol)
     if view is None:
-        raise unknown_ticker(symbol, snapshot)
+        raise unknown_ticker(symbol, snapshot, state)
     return view
 
 
-async def ticker_view(ticker: TickerPath, snapshot: SnapshotDep) -> TickerView:
-    return find_view(ticker, snapshot)
+async def ticker_view(ticker: TickerPath, snapshot: SnapshotDep, state: StateDep) -> TickerView:
+    return find_view(ticker, snapshot, state)
 
 
 ViewDep = Annotated[TickerView, Depends(ticker_view)]

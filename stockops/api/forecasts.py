@@ -22,12 +22,14 @@ from stockops.api.deps import (
     Day,
     PredictorDep,
     SnapshotDep,
+    StateDep,
     TickerPath,
     cpu_bound,
     find_view,
     finite,
     no_champion,
     problems,
+    still_coming,
 )
 from ..config import TICKER_SCHEMA, BadInput, validate_ticker
 from ..serving import Predictor, ServingState, Snapshot, TickerView, backtest_verdict, live_verdict
@@ -128,18 +130,23 @@ def forecast_key(ticker: str, horizon: int | None) -> tuple:
     return ("forecast", ticker, horizon)
 
 
-def latest_forecast_body(snapshot: Snapshot, ticker: str, horizon: int | None) -> bytes:
-    "The JSON of the latest forecast of `ticker` at `horizon` (None: all), built once per snapshot; `HTTPException` if none."
+def latest_forecast_body(
+    snapshot: Snapshot, ticker: str, horizon: int | None, state: ServingState | None = None
+) -> bytes:
+    """The JSON of the latest forecast of `ticker` at `horizon` (None: all), built once per snapshot; `HTTPException`
+    if none (saying what a running job is doing, when `state` has one)."""
     key = forecast_key(ticker, horizon)
     if key not in snapshot.cache:
-        view = find_view(ticker, snapshot)
+        view = find_view(ticker, snapshot, state)
         latest = view.latest
         if latest.empty:
             if view.champion_version is None:
-                raise no_champion(view.ticker, snapshot)
+                raise no_champion(view.ticker, snapshot, state)
+            coming = still_coming(view.ticker, state)
             raise HTTPException(
                 409,
-                f"no forecast for {view.ticker} yet: run `stockops forecast --tickers {view.ticker}` (or the daily flow)",
+                f"no forecast for {view.ticker} yet: "
+                + (coming or f"run `stockops forecast --tickers {view.ticker}` (or the daily flow)"),
             )
         if horizon is not None:
             served = latest["horizon"].astype(int).tolist()
@@ -166,6 +173,7 @@ MAX_HORIZON = 260  # trading days: a year ahead is as far as a forecast is asked
 async def latest_forecast(
     ticker: TickerPath,
     snapshot: SnapshotDep,
+    state: StateDep,
     horizon: Annotated[
         int | None, Query(ge=1, le=MAX_HORIZON, description="one horizon (trading days); default: all")
     ] = None,
@@ -173,7 +181,7 @@ async def latest_forecast(
     "The latest logged forecast: prices, 80/90% intervals, target dates, model version and run, and the evidence against naive."
     body = snapshot.cache.get(forecast_key(ticker, horizon))  # prebuilt for this snapshot
     if body is None:
-        body = await run_in_threadpool(latest_forecast_body, snapshot, ticker, horizon)
+        body = await run_in_threadpool(latest_forecast_body, snapshot, ticker, horizon, state)
     return Response(body, media_type=JSON)
 
 # %% ../../nbs/70d_api_forecasts.ipynb #9c5f8007
@@ -215,10 +223,10 @@ def predict_body(predictor: Predictor, view: TickerView, request: PredictRequest
 
 
 @router.post("/predict", response_model=Forecast, responses=problems(400, 404, 409, 422))
-async def predict(request: PredictRequest, snapshot: SnapshotDep, predictor: PredictorDep) -> Response:
+async def predict(request: PredictRequest, snapshot: SnapshotDep, state: StateDep, predictor: PredictorDep) -> Response:
     "Forecast on demand from a stored day's close with the champion (not logged)."
-    view = find_view(request.ticker, snapshot)
+    view = find_view(request.ticker, snapshot, state)
     if view.champion_version is None:
-        raise no_champion(view.ticker, snapshot)
+        raise no_champion(view.ticker, snapshot, state)
     body = await cpu_bound(predict_body, predictor, view, request, snapshot.monitor_window)
     return Response(body, media_type=JSON)

@@ -149,7 +149,7 @@ def carry_histories(old: Snapshot, new: Snapshot) -> None:
             kept[ticker, columns] = prepared
 
 
-@router.get("/history/{ticker}", response_model=History, responses=problems(404, 422))
+@router.get("/history/{ticker}", response_model=History, responses=problems(404, 409, 422))
 async def history(
     view: ViewDep,
     snapshot: SnapshotDep,

@@ -50,7 +50,7 @@ class Models(BaseModel):
     promotions: list[Promotion]
 
 # %% ../../nbs/70e_api_models.ipynb #6414995e
-@router.get("/models/{ticker}", response_model=Models, responses=problems(404, 422))
+@router.get("/models/{ticker}", response_model=Models, responses=problems(404, 409, 422))
 def ticker_models(view: ViewDep) -> Models:
     "The champion, every candidate's walk-forward metrics against naive, and the promotion history."
     champion = view.champion or {}

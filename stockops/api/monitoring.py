@@ -47,7 +47,7 @@ def report_url(report: str | None, reports_dir: Path) -> str | None:
         return None
 
 
-@router.get("/drift/{ticker}", response_model=Drift, responses=problems(404, 422))
+@router.get("/drift/{ticker}", response_model=Drift, responses=problems(404, 409, 422))
 def drift(view: ViewDep, settings: SettingsDep) -> Drift:
     "The latest monitoring summary: Evidently's drift share and per-column tests, the retraining decision, the report."
     summary = view.monitor
