@@ -158,6 +158,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                        'stockops.cli_pipeline.run': ('cli_pipeline.html#run', 'stockops/cli_pipeline.py'),
                                        'stockops.cli_pipeline.run_daily': ('cli_pipeline.html#run_daily', 'stockops/cli_pipeline.py'),
                                        'stockops.cli_pipeline.schedule': ('cli_pipeline.html#schedule', 'stockops/cli_pipeline.py'),
+                                       'stockops.cli_pipeline.serve_schedules': ( 'cli_pipeline.html#serve_schedules',
+                                                                                  'stockops/cli_pipeline.py'),
                                        'stockops.cli_pipeline.train_flow': ('cli_pipeline.html#train_flow', 'stockops/cli_pipeline.py'),
                                        'stockops.cli_pipeline.worker': ('cli_pipeline.html#worker', 'stockops/cli_pipeline.py')},
             'stockops.cli_serving': { 'stockops.cli_serving._addresses': ('cli_serving.html#_addresses', 'stockops/cli_serving.py'),

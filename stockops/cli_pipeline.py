@@ -28,7 +28,7 @@ from .processes import BLAS_THREADS, answers, start, stop, wait_for
 
 # %% auto #0
 __all__ = ['prefect_logging', 'prefect_environment', 'train_flow', 'run_daily', 'run', 'drift', 'replay', 'prefect_url',
-           'prefect_server', 'deployments', 'schedule', 'worker']
+           'prefect_server', 'deployments', 'serve_schedules', 'schedule', 'worker']
 
 # %% ../nbs/80c_cli_pipeline.ipynb #937e7c74
 def prefect_logging(settings: Settings) -> Path:
@@ -257,6 +257,15 @@ def deployments(settings: Settings):
     )
     return daily, retrain
 
+
+def serve_schedules(settings: Settings, url: str) -> None:
+    "Serve `deployments` in this process until Ctrl-C, told in one line (Prefect's own banner goes unprinted)."
+    from prefect import serve
+
+    print(f"serving daily ({settings.daily_cron}) and periodic-retrain ({settings.retrain_cron}), "
+          f"{settings.schedule_timezone}; Prefect UI: {url.removesuffix('/api')}", flush=True)  # fmt: skip
+    serve(*deployments(settings), print_starting_message=False)
+
 # %% ../nbs/80c_cli_pipeline.ipynb #4bef01b8
 @command
 def schedule(
@@ -267,14 +276,7 @@ def schedule(
 ):
     "Start a Prefect server on 127.0.0.1 and serve the daily flow and the periodic retraining on their cron schedules (Ctrl-C stops)."
     with prefect_server(settings, port or settings.prefect_ui_port) as url:
-        from prefect import serve
-
-        print(
-            f"serving daily ({settings.daily_cron}) and periodic-retrain ({settings.retrain_cron}), "
-            f"{settings.schedule_timezone}; Prefect UI: {url.removesuffix('/api')}",
-            flush=True,
-        )
-        serve(*deployments(settings))
+        serve_schedules(settings, url)
 
 # %% ../nbs/80c_cli_pipeline.ipynb #517075be
 @command

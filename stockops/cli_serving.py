@@ -135,12 +135,7 @@ def up(
 ):
     "Bring the workspace up: the API, dashboards and MLflow UI, then the Prefect server, the daily flow and the schedules (Ctrl-C stops all)."
     from stockops.api import check_binding
-    from stockops.cli_pipeline import (
-        deployments,
-        prefect_server,
-        prefect_url,
-        run_daily,
-    )  # here: any module may load first
+    from stockops.cli_pipeline import prefect_server, prefect_url, run_daily, serve_schedules  # any may load first
     from stockops.tracking import promotion_log_path
 
     check_binding(settings)
@@ -156,16 +151,14 @@ def up(
         print("\nthe workspace is up (Ctrl-C stops everything):", flush=True)
         for line in _addresses(settings, prefect_url(settings, settings.prefect_ui_port), logs):
             print(line, flush=True)
-        with prefect_server(settings, settings.prefect_ui_port):
+        with prefect_server(settings, settings.prefect_ui_port) as url:
             if not no_run:
                 job = "the daily run" if promotion_log_path(settings).exists() else "the first run"
                 try:
                     run_daily(settings, job=job)
                 except typer.Exit:  # said on the console, with the logs' path; what there is stays served
                     print(f"{job} did not complete; still serving (Ctrl-C stops everything)", flush=True)
-            from prefect import serve as serve_deployments
-
-            serve_deployments(*deployments(settings))
+            serve_schedules(settings, url)
     except KeyboardInterrupt:
         pass
     finally:

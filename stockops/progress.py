@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
+
 from .config import Settings
 from .files import utc_now, write_json_atomic
 
@@ -110,18 +112,20 @@ def _alive(pid) -> bool:
 
 
 def read_progress(settings: Settings) -> dict | None:
-    "The latest job's record (None: none reported), `interrupted` when it says running but its process is gone."
+    """The latest job's record (None: none reported), `interrupted` when it says running but its process is gone; a
+    running job's elapsed time and estimate are brought to now (the record is written only when something changes)."""
     try:
         record = json.loads(progress_path(settings).read_text())
     except (FileNotFoundError, ValueError):
         return None
-    if (
-        record.get("state") == "running"
-        and record.get("host") == socket.gethostname()
-        and not _alive(record.get("pid"))
-    ):
-        record["state"] = "interrupted"
-    return record
+    if record.get("state") != "running":
+        return record
+    if record.get("host") == socket.gethostname() and not _alive(record.get("pid")):
+        return record | {"state": "interrupted"}
+    since = (utc_now() - pd.Timestamp(record["updated_at"])).total_seconds() if record.get("updated_at") else 0.0
+    since, eta = max(since, 0.0), record.get("eta_s")
+    return record | {"elapsed_s": round(record["elapsed_s"] + since, 1),
+                     "eta_s": None if eta is None else round(max(eta - since, 0.0), 1)}  # fmt: skip
 
 
 def to_terminal(sentence: str) -> None:
