@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from .config import BadInput, Settings, load_settings, parse_tickers
+from .config import BadInput, Settings, load_settings, parse_tickers, set_process_environment
 
 # %% auto #0
 __all__ = ['app', 'Tickers', 'AsOf', 'Experiment', 'tickers_or_universe', 'stderr_console', 'command', 'stdout_console',
@@ -55,7 +55,9 @@ def command(function):
         from rich.markup import escape
 
         try:
-            return function(load_settings(), *args, **kwargs)
+            settings = load_settings()
+            set_process_environment(settings.mlflow_env(), replace=False)  # before anything here imports MLflow
+            return function(settings, *args, **kwargs)
         except BadInput as error:
             stderr_console().print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
             raise typer.Exit(2) from None

@@ -380,8 +380,11 @@ class Settings:
         return env
 
     def mlflow_env(self) -> dict[str, str]:
-        "Environment for MLflow's S3 client when artifacts go straight to an S3-compatible store."
-        return {"MLFLOW_S3_ENDPOINT_URL": self.s3_endpoint_url} if self.s3_endpoint_url else {}
+        """Environment for MLflow, read when it is imported: no telemetry (offline, its background thread unsets a
+        variable while another thread iterates the environment: KeyError '_MLFLOW_TELEMETRY_SESSION_ID' failed a
+        training batch in bench/scaleout.py), and the S3-compatible endpoint for s3:// artifacts, when one is set."""
+        env = {"MLFLOW_DISABLE_TELEMETRY": "true"}
+        return env | ({"MLFLOW_S3_ENDPOINT_URL": self.s3_endpoint_url} if self.s3_endpoint_url else {})
 
     def with_overrides(self, overrides: Mapping[str, str], origin: str = "override") -> Settings:
         "A copy with some keys set from text (as in settings.ini), parsed and validated like the file's values."
@@ -495,13 +498,14 @@ def environment_of(values: Mapping[str, str]) -> dict[str, str]:
 
 def child_environment(settings: Settings, base: Mapping[str, str] | None = None) -> dict[str, str]:
     """`base` (default: this process's environment) plus `STOCKOPS_<KEY>` for every setting, secrets included, and
-    the settings file: `load_settings()` in the child returns `settings`. Pass it as `env=` to a child process."""
+    the settings file: `load_settings()` in the child returns `settings`, and MLflow's environment (`mlflow_env`), read
+    before the child imports MLflow. Pass it as `env=` to a child process."""
     env = {
         key: value for key, value in (os.environ if base is None else base).items() if not key.startswith(ENV_PREFIX)
     }
     if settings.file is not None:
         env[ENV_PREFIX + "SETTINGS"] = str(settings.file)
-    return env | environment_of({key: settings.text(key) for key in KEYS})
+    return env | environment_of({key: settings.text(key) for key in KEYS}) | settings.mlflow_env()
 
 
 def set_process_environment(values: Mapping[str, str], replace: bool = True) -> None:
