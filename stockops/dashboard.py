@@ -17,6 +17,7 @@ import plotly.graph_objects as go
 
 from .config import Settings
 from .events import sse_messages
+from .progress import describe, read_progress
 from .serving import Snapshot, TickerView, backtest_verdict, live_verdict, load_snapshot
 
 _log = logging.getLogger(__name__)
@@ -24,7 +25,8 @@ _log = logging.getLogger(__name__)
 # %% auto #0
 __all__ = ['TRACES', 'MIN_POINTS', 'fan_data', 'forecast_figure', 'update_forecast_figure', 'evidence_card', 'EventFollower',
            'ForecastDashboard', 'empty_note', 'live_gap', 'live_history', 'drift_history', 'report_url',
-           'mlflow_run_url', 'promotions_table', 'runbook_links', 'MonitorDashboard', 'forecast_page', 'monitor_page']
+           'mlflow_run_url', 'promotions_table', 'runbook_links', 'MonitorDashboard', 'ProgressBanner', 'forecast_page',
+           'monitor_page']
 
 # %% ../nbs/71_dashboard.ipynb #fc6bd7f0
 TRACES = ["price", "90% interval", "80% interval", "forecast", "past forecasts", "past 90% intervals"]
@@ -391,20 +393,54 @@ class MonitorDashboard:
         return self.follower
 
 # %% ../nbs/71_dashboard.ipynb #549bfdae
+class ProgressBanner:
+    "A line above a page saying what the workspace's job is doing (or that it failed), read every `seconds`; else hidden."
+
+    SHOWN = ("running", "failed", "interrupted")
+
+    def __init__(self, settings: Settings, seconds: float = 2.0):
+        self.settings, self.seconds = settings, seconds
+        self.widget = widgets.HTML(layout=widgets.Layout(display="none"))
+        self._stop = threading.Event()
+        self.show(read_progress(settings))
+
+    def show(self, record: dict | None) -> None:
+        "Show `record` (from `read_progress`) when its job runs, failed or was interrupted; hide the banner otherwise."
+        if record is None or record.get("state") not in self.SHOWN:
+            self.widget.layout.display = "none"
+            return
+        colour = "#eef4fb" if record["state"] == "running" else "#fdecea"
+        self.widget.value = (f'<div class="stockops-progress" style="background: {colour}; padding: 6px 10px; '
+                             f'border-radius: 4px">{html.escape(describe(record))}</div>')  # fmt: skip
+        self.widget.layout.display = None
+
+    def start(self) -> ProgressBanner:
+        def follow():
+            while not self._stop.wait(self.seconds):
+                self.show(read_progress(self.settings))
+
+        threading.Thread(target=follow, daemon=True, name="stockops-progress").start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
 def _page(settings: Settings, ready, build, follow, waiting: str) -> widgets.VBox:
     "`build(snapshot)`'s widget once `ready(snapshot)`; until then `waiting`, replaced when an event makes it ready."
     box = widgets.VBox()
+    box.banner = ProgressBanner(settings).start()
 
     def show(snapshot: Snapshot) -> None:
         box.board = build(snapshot)
-        box.children = [box.board.widget]
+        box.children = [box.banner.widget, box.board.widget]
         follow(box.board)
 
     snapshot = load_snapshot(settings)
     if ready(snapshot):
         show(snapshot)
         return box
-    box.children = [widgets.HTML(f"<p>{html.escape(waiting)}</p>")]
+    box.children = [box.banner.widget, widgets.HTML(f"<p>{html.escape(waiting)}</p>")]
 
     def landed(message: dict) -> None:
         fresh = load_snapshot(settings)
