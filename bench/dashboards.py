@@ -51,6 +51,17 @@ def kernels(pid: int) -> list[int]:
     return [p for p in descendants(pid) if b"ipykernel_launcher" in Path(f"/proc/{p}/cmdline").read_bytes()]
 
 
+IDLE_TICKS = 15  # CPU ticks (10 ms) in 3 s, 5% of a core: a page's threads (progress, events) idle, not a notebook run
+
+
+def cpu_ticks(pid: int) -> int:
+    "User plus system CPU ticks a process has used (0 once it is gone)."
+    try:
+        return sum(int(field) for field in Path(f"/proc/{pid}/stat").read_text().split()[13:15])
+    except OSError:
+        return 0
+
+
 def available_mb() -> float:
     line = next(line for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemAvailable"))
     return int(line.split()[1]) / 1024
@@ -98,10 +109,10 @@ def viewers(count: int, env: dict, root: Path, browser) -> dict:
             time.sleep(1)
         busy = True
         while busy and time.monotonic() < deadline:  # the pool's kernels have run the notebook when they are idle
-            before = {p: Path(f"/proc/{p}/stat").read_text().split()[13:15] for p in kernels(server.pid)}
+            before = {p: cpu_ticks(p) for p in kernels(server.pid)}
             time.sleep(3)
-            after = {p: Path(f"/proc/{p}/stat").read_text().split()[13:15] for p in kernels(server.pid)}
-            busy = before != after
+            after = {p: cpu_ticks(p) for p in kernels(server.pid)}
+            busy = any(after.get(p, 0) - ticks > IDLE_TICKS for p, ticks in before.items())
         contexts = [browser.new_context(viewport={"width": 1280, "height": 900}) for _ in range(count)]
         pages = [context.new_page() for context in contexts]
         url = f"http://127.0.0.1:{port}/voila/render/forecast.ipynb"

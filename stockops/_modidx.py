@@ -215,6 +215,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
             'stockops.dashboard': { 'stockops.dashboard.EventFollower': ('dashboard.html#eventfollower', 'stockops/dashboard.py'),
                                     'stockops.dashboard.EventFollower.__init__': ( 'dashboard.html#eventfollower.__init__',
                                                                                    'stockops/dashboard.py'),
+                                    'stockops.dashboard.EventFollower._follow': ( 'dashboard.html#eventfollower._follow',
+                                                                                  'stockops/dashboard.py'),
                                     'stockops.dashboard.EventFollower._run': ('dashboard.html#eventfollower._run', 'stockops/dashboard.py'),
                                     'stockops.dashboard.EventFollower.start': ( 'dashboard.html#eventfollower.start',
                                                                                 'stockops/dashboard.py'),

@@ -131,28 +131,35 @@ class EventFollower:
     def _run(self) -> None:
         import httpx
 
-        while not self._stop.is_set():
-            headers = {"Last-Event-ID": self.last_id} if self.last_id else {}
-            try:
-                with httpx.stream("GET", f"{self.url}/events", params={"types": self.types}, headers=headers,
-                                  timeout=httpx.Timeout(10.0, read=60.0)) as response:  # fmt: skip
-                    response.raise_for_status()
-                    if self.status is not None:
-                        self.status.value = "<small>live: following the API's events</small>"
-                    for message in sse_messages(response.iter_lines()):
-                        self.last_id = message.get("id", self.last_id)
-                        if self._stop.is_set():
-                            return
-                        if "data" in message and message.get("event") in self.types:
-                            self.received += 1
-                            try:
-                                self.on_event(message)
-                            except Exception:  # one bad redraw must not end the stream
-                                _log.exception("redrawing after %s", message.get("id"))
-            except httpx.HTTPError as error:
+        wait = self.retry
+        with httpx.Client(timeout=httpx.Timeout(10.0, read=60.0)) as client:  # one client: no TLS setup per retry
+            while not self._stop.is_set():
+                wait = self._follow(client, httpx, wait)
+                self._stop.wait(wait)
+
+    def _follow(self, client, httpx, wait: float) -> float:
+        "One connection to the stream, until it ends; the wait before the next (doubling, up to 30 s, while it fails)."
+        headers = {"Last-Event-ID": self.last_id} if self.last_id else {}
+        try:
+            with client.stream("GET", f"{self.url}/events", params={"types": self.types}, headers=headers) as response:
+                response.raise_for_status()
                 if self.status is not None:
-                    self.status.value = f"<small>live updates paused: the API at {html.escape(self.url)} does not answer ({html.escape(type(error).__name__)}); retrying</small>"
-            self._stop.wait(self.retry)
+                    self.status.value = "<small>live: following the API's events</small>"
+                for message in sse_messages(response.iter_lines()):
+                    self.last_id = message.get("id", self.last_id)
+                    if self._stop.is_set():
+                        return self.retry
+                    if "data" in message and message.get("event") in self.types:
+                        self.received += 1
+                        try:
+                            self.on_event(message)
+                        except Exception:  # one bad redraw must not end the stream
+                            _log.exception("redrawing after %s", message.get("id"))
+            return self.retry  # the stream ended (a replica restarting, a reader that fell behind): reconnect soon
+        except httpx.HTTPError as error:
+            if self.status is not None:
+                self.status.value = f"<small>live updates paused: the API at {html.escape(self.url)} does not answer ({html.escape(type(error).__name__)}); retrying</small>"
+            return min(wait * 2, 30.0)  # an API that is down is not asked every two seconds by every open page
 
 # %% ../nbs/71_dashboard.ipynb #541c7624
 class ForecastDashboard:
