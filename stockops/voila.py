@@ -12,7 +12,7 @@ from traitlets import Integer
 from .config import Settings
 
 # %% auto #0
-__all__ = ['BUSY', 'CappedKernelManager', 'busy_hook', 'voila_arguments']
+__all__ = ['BUSY', 'REFILL_DELAY', 'CappedKernelManager', 'busy_hook', 'voila_arguments']
 
 # %% ../nbs/73_voila.ipynb #92537679
 class CappedKernelManager(AsyncMappingKernelManager):
@@ -62,9 +62,13 @@ def busy_hook(handler, notebook, cwd):
     return None
 
 # %% ../nbs/73_voila.ipynb #249eec97
+REFILL_DELAY = 30  # seconds before the pool starts a kernel to replace one a viewer took
+
+
 def voila_arguments(settings: Settings) -> list[str]:
-    "Voila's flags for the preheated pool and the kernel cap of `settings`."
+    "Voila's flags for the preheated pool (refilled `REFILL_DELAY` seconds after a viewer takes a kernel) and the kernel cap of `settings`."
     pool = settings.dashboard_pool
     return ["--VoilaConfiguration.multi_kernel_manager_class=stockops.voila.CappedKernelManager",
             f"--CappedKernelManager.max_kernels={settings.dashboard_max_kernels}",
-            *(["--preheat_kernel=True", f"--pool_size={pool}"] if pool else [])]  # fmt: skip
+            *(["--preheat_kernel=True", f"--pool_size={pool}", f"--VoilaKernelManager.fill_delay={REFILL_DELAY}"]
+              if pool else [])]  # fmt: skip
