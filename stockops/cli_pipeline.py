@@ -155,9 +155,10 @@ def run(
         typer.Option(help="where ETL fetches from: sample, sp500, yahoo or csv (default: the source setting)"),
     ] = None,
     path: Annotated[str, typer.Option(help="the CSV file, for --source csv")] = "",
+    job: Annotated[str, typer.Option(help="what its progress reports call it (default: the daily run)")] = "",
 ):
     "Run the daily flow once through Prefect: ETL, monitoring, training where the policy says so, forecasts (executed notebooks in reports/daily/)."
-    run_daily(settings, as_of, tickers, source, path)
+    run_daily(settings, as_of, tickers, source, path, job)
 
 # %% ../nbs/80c_cli_pipeline.ipynb #9199415f
 @command

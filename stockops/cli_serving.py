@@ -134,8 +134,11 @@ def up(
     no_run: Annotated[bool, typer.Option("--no-run", help="serve without running the daily flow first")] = False,
 ):
     "Bring the workspace up: the API, dashboards and MLflow UI, then the Prefect server, the daily flow and the schedules (Ctrl-C stops all)."
+    import subprocess
+    import sys
+
     from stockops.api import check_binding
-    from stockops.cli_pipeline import prefect_server, prefect_url, run_daily, serve_schedules  # any may load first
+    from stockops.cli_pipeline import prefect_server, prefect_url, serve_schedules  # here: any module may load first
     from stockops.tracking import promotion_log_path
 
     check_binding(settings)
@@ -152,12 +155,12 @@ def up(
         for line in _addresses(settings, prefect_url(settings, settings.prefect_ui_port), logs):
             print(line, flush=True)
         with prefect_server(settings, settings.prefect_ui_port) as url:
-            if not no_run:
+            if not no_run:  # in a child process (the terminal is its too): Ctrl-C reaches it, and a flow run's threads
+                # do not stay in this one (after one, Ctrl-C no longer stopped the schedules served below)
                 job = "the daily run" if promotion_log_path(settings).exists() else "the first run"
-                try:
-                    run_daily(settings, job=job)
-                except typer.Exit:  # said on the console, with the logs' path; what there is stays served
-                    print(f"{job} did not complete; still serving (Ctrl-C stops everything)", flush=True)
+                command_line = [sys.executable, "-m", "stockops.cli", "run", "--job", job]
+                if subprocess.call(command_line, env=child_environment(settings)):  # said there, with the logs' path
+                    print(f"{job} did not complete; still serving what there is (Ctrl-C stops everything)", flush=True)
             serve_schedules(settings, url)
     except KeyboardInterrupt:
         pass

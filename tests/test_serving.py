@@ -544,34 +544,68 @@ def test_jupyterlab_runs_a_notebook_cell_with_the_project_kernel(browser, served
 
 
 @pytest.mark.slow
-def test_up_serves_everything_and_ctrl_c_stops_it(served):
-    "`stockops up` (what `make run` calls): Prefect server, API, dashboards, MLflow UI answer; one Ctrl-C stops all."
+@pytest.mark.browser
+def test_up_serves_first_then_shows_the_first_run_and_ctrl_c_stops_it(browser, tmp_path):
+    """`stockops up` (what `make run` calls) on a fresh workspace (the five sample stocks, quick experiment): the URLs
+    within 30 s, every server answering at once; the first run's progress on the terminal, in /health, in a 409's
+    sentence and as the dashboards' banner; no third-party noise on the terminal; forecasts when it ends; one Ctrl-C
+    stops everything."""
+    quick_workspace(tmp_path)
     ports = {key: free_port() for key in ("API", "DASHBOARD", "MLFLOW_UI", "PREFECT_UI")}
-    env = served.env | {f"STOCKOPS_{key}_PORT": str(port) for key, port in ports.items()}
-    up = subprocess.Popen([str(STOCKOPS), "up", "--no-run"], cwd=served.root, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
-    lines = []
-    try:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STOCKOPS_", "PREFECT_"))}
+    env |= {f"STOCKOPS_{key}_PORT": str(port) for key, port in ports.items()} | {
+        "STOCKOPS_SETTINGS": str(tmp_path / "settings.ini"), "STOCKOPS_API_REFRESH_SECONDS": "1",
+        "STOCKOPS_RUNBOOKS_DIR": str(REPO / "nbs" / "runbooks"), "STOCKOPS_FLOWS_DIR": str(REPO / "flows"),
+        "STOCKOPS_DASHBOARDS_DIR": str(REPO / "nbs" / "dashboards"), "NO_COLOR": "1"}  # fmt: skip
+    api, started, lines = f"http://127.0.0.1:{ports['API']}", time.monotonic(), []
+    up = subprocess.Popen([str(STOCKOPS), "up"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+
+    def read():
         for line in up.stdout:
-            lines.append(line)
-            if "logs " in line:
-                break
-        urls = {
-            f"http://127.0.0.1:{ports['API']}/health": 200,
-            f"http://127.0.0.1:{ports['API']}/forecast/IBM": 200,
-            f"http://127.0.0.1:{ports['DASHBOARD']}/voila/static/voila.js": 200,
-            f"http://127.0.0.1:{ports['MLFLOW_UI']}/health": 200,
-            f"http://127.0.0.1:{ports['PREFECT_UI']}/api/health": 200,
-        }
-        assert {url: get(url, 10)[0] for url in urls} == urls, "".join(lines)
-        assert f"Prefect UI   http://127.0.0.1:{ports['PREFECT_UI']}" in "".join(lines)
+            lines.append((time.monotonic() - started, line.rstrip("\n")))
+
+    threading.Thread(target=read, daemon=True).start()
+
+    def said(prefix: str) -> float | None:
+        "When `up` printed a line starting with `prefix` (seconds after it started); fails at once if `up` has ended."
+        assert up.poll() is None, "\n".join(line for _, line in lines)[-3000:]
+        return next((at for at, line in list(lines) if line.startswith(prefix)), None)
+
+    try:
+        wait_until(lambda: said("  logs "), 120, "the URLs")
+        print(f"\nstockops up printed its URLs {said('  logs '):.1f} s after it started")
+        assert said("  logs ") <= 30, lines
+        answering = {f"{api}/health": 200, f"http://127.0.0.1:{ports['DASHBOARD']}/voila/static/voila.js": 200,
+                     f"http://127.0.0.1:{ports['MLFLOW_UI']}/health": 200}  # fmt: skip
+        assert {url: get(url, 10)[0] for url in answering} == answering
+        wait_until(lambda: said("the first run is training (1/5 tickers;"), 300, "the first run's training")
+        status, health = get(f"{api}/health")
+        assert health["progress"]["job"] == "the first run" and health["progress"]["step"] in ("train", "forecast")
+        status, answer = get(f"{api}/forecast/FB")
+        assert status == 409 and "the first run is" in answer["detail"], answer
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(f"http://127.0.0.1:{ports['DASHBOARD']}/voila/render/forecast.ipynb", timeout=120_000)
+        page.wait_for_selector(".stockops-progress", timeout=60_000)
+        assert "the first run is" in page.inner_text(".stockops-progress")
+        page.close()
+        wait_until(lambda: said("the first run completed in"), 600, "the end of the first run")
+        wait_until(lambda: get(f"{api}/forecast/IBM", 5)[0] == 200, 30, "IBM's forecast")
+        wait_until(lambda: get(f"{api}/health", 5)[1]["progress"]["state"] == "completed", 10, "/health: completed")
+        wait_until(lambda: said("serving daily ("), 60, "the schedules")
+        assert get(f"http://127.0.0.1:{ports['PREFECT_UI']}/api/health", 10)[0] == 200
     finally:
         up.send_signal(signal.SIGINT)
-        output, _ = up.communicate(timeout=90)
+        up.wait(timeout=90)
+    output = "\n".join(line for _, line in lines)
+    print(output)
     assert up.returncode == 0, output[-3000:]
     assert "stopped: API, dashboards, MLflow UI, Prefect server" in output
+    for noise in ("IPKernelApp", "WARNING", "Traceback", "KeyboardInterrupt", "Your deployments are being served"):
+        assert noise not in output, noise
+    assert (tmp_path / "data" / "logs" / "kernels.log").stat().st_size > 0  # where the kernels' own lines went
     time.sleep(5)
-    for url in urls:
+    for url in [*answering, f"http://127.0.0.1:{ports['PREFECT_UI']}/api/health"]:
         with pytest.raises(OSError):
             urllib.request.urlopen(url, timeout=2)
 
