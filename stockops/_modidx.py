@@ -154,6 +154,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                        'stockops.cli_pipeline.prefect_server': ( 'cli_pipeline.html#prefect_server',
                                                                                  'stockops/cli_pipeline.py'),
                                        'stockops.cli_pipeline.prefect_url': ('cli_pipeline.html#prefect_url', 'stockops/cli_pipeline.py'),
+                                       'stockops.cli_pipeline.quiet_prefect': ( 'cli_pipeline.html#quiet_prefect',
+                                                                                'stockops/cli_pipeline.py'),
                                        'stockops.cli_pipeline.replay': ('cli_pipeline.html#replay', 'stockops/cli_pipeline.py'),
                                        'stockops.cli_pipeline.run': ('cli_pipeline.html#run', 'stockops/cli_pipeline.py'),
                                        'stockops.cli_pipeline.run_daily': ('cli_pipeline.html#run_daily', 'stockops/cli_pipeline.py'),

@@ -27,8 +27,8 @@ from .files import write_text_atomic
 from .processes import BLAS_THREADS, answers, start, stop, wait_for
 
 # %% auto #0
-__all__ = ['prefect_logging', 'prefect_environment', 'train_flow', 'run_daily', 'run', 'drift', 'replay', 'prefect_url',
-           'prefect_server', 'deployments', 'serve_schedules', 'schedule', 'worker']
+__all__ = ['prefect_logging', 'prefect_environment', 'quiet_prefect', 'train_flow', 'run_daily', 'run', 'drift', 'replay',
+           'prefect_url', 'prefect_server', 'deployments', 'serve_schedules', 'schedule', 'worker']
 
 # %% ../nbs/80c_cli_pipeline.ipynb #937e7c74
 def prefect_logging(settings: Settings) -> Path:
@@ -53,10 +53,15 @@ def prefect_logging(settings: Settings) -> Path:
 
 
 def prefect_environment(settings: Settings) -> None:
-    """Point Prefect at the workspace (home under the data directory, patient temporary server, its logging to a file)
-    before it is imported."""
+    "Point Prefect at the workspace (home under the data directory, patient temporary server) before it is imported."
     (settings.data_dir / "prefect").mkdir(parents=True, exist_ok=True)
     set_process_environment(settings.prefect_env(), replace=False)
+
+
+def quiet_prefect(settings: Settings) -> None:
+    """Prefect's and the libraries' log records to `<data_dir>/logs/prefect.log`, errors only to the terminal, in this
+    process and its children: for a person's terminal (`run`, `up`). A worker's or a scheduler's log is its output (the
+    compose stack and the native harness read it), so they keep Prefect's console."""
     set_process_environment({"PREFECT_LOGGING_SETTINGS_PATH": str(prefect_logging(settings))}, replace=False)
 
 # %% ../nbs/80c_cli_pipeline.ipynb #be5b6e61
@@ -114,6 +119,7 @@ def run_daily(
     if source is not None and source not in SOURCES:
         raise BadInput(f"unknown source {source!r}: use {', '.join(SOURCES)}")
     prefect_environment(settings)
+    quiet_prefect(settings)
     from stockops.pipeline import load_flow
 
     daily = load_flow(settings, "daily")

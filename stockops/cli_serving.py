@@ -138,10 +138,16 @@ def up(
     import sys
 
     from stockops.api import check_binding
-    from stockops.cli_pipeline import prefect_server, prefect_url, serve_schedules  # here: any module may load first
+    from stockops.cli_pipeline import (
+        prefect_server,
+        prefect_url,
+        quiet_prefect,
+        serve_schedules,
+    )  # here: any module may load first
     from stockops.tracking import promotion_log_path
 
     check_binding(settings)
+    quiet_prefect(settings)  # the terminal is a person's: log records to data/logs/
     logs = settings.data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     services, started = _services(settings), {}

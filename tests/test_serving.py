@@ -370,8 +370,10 @@ def browser():
 
 @pytest.fixture(scope="module")
 def dashboards(served):
+    "Voila on the shared workspace, its pages following an API of their own (as under `make run`)."
+    base, _ = served.api()
     port = free_port()
-    process = served.start("dashboard", "--port", str(port))
+    process = served.start("dashboard", "--port", str(port), extra_env={"STOCKOPS_API_PORT": base.rsplit(":", 1)[1]})
     wait_until(lambda: get(f"http://127.0.0.1:{port}/voila/static/voila.js", 2)[0] == 200, 90, "Voila", process)
     return f"http://127.0.0.1:{port}/voila/render"
 
@@ -388,6 +390,9 @@ def test_forecast_dashboard_in_chromium(browser, dashboards):
     assert names == ["price", "90% interval", "80% interval", "forecast", "past forecasts", "past 90% intervals"]
     assert page.evaluate(f"() => {PLOT}.layout.title.text").startswith("IBM: forecast from the close of 2013-01-31")
     assert "the naive forecast" in page.inner_text("body")
+    page.wait_for_function(
+        '() => document.body.innerText.includes("live: following the API\'s events")', timeout=30_000
+    )
     first = page.evaluate(f"() => {PLOT}.data[0].y.slice(-1)[0]")
     page.select_option("select >> nth=0", "MSFT")
     page.wait_for_function(f"() => {PLOT}.layout.title.text.startsWith('MSFT')", timeout=60_000)
