@@ -505,7 +505,7 @@ def test_preheated_dashboards_and_the_busy_page(browser, served):
 
 @pytest.mark.browser
 def test_jupyterlab_runs_a_notebook_cell_with_the_project_kernel(browser, served, tmp_path):
-    "`make lab` as an author uses it: open nbs/10_prices.ipynb, add a cell that loads stored prices, run it, see them."
+    "`make lab` as an author uses it: open nbs/10_prices.ipynb, write code that loads stored prices in a cell, run it, see them."
     (tmp_path / "nbs").mkdir()
     shutil.copy(REPO / "nbs" / "10_prices.ipynb", tmp_path / "nbs")  # a copy: the browser may save it
     port, token = free_port(), "stockops-test-token"
@@ -526,20 +526,24 @@ def test_jupyterlab_runs_a_notebook_cell_with_the_project_kernel(browser, served
         page.wait_for_selector(".jp-Notebook .jp-Cell .cm-content", timeout=120_000)
         page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)  # kernel ready
         assert "10_prices.ipynb" in page.title()
-        page.locator(".jp-Notebook .jp-Cell").nth(1).click()  # the title: a markdown cell
-        page.keyboard.press("Escape")  # command mode
-        page.keyboard.press("b")  # a new code cell below, in edit mode on Enter
-        page.keyboard.press("Enter")
+        editor = page.locator(".jp-Notebook .jp-CodeCell .cm-content").first  # `#| default_exp prices`
+        editor.click()  # edit mode in that cell: no keyboard shortcut of command mode can catch what is typed
+        page.wait_for_selector(".jp-Notebook.jp-mod-editMode", timeout=30_000)
+        page.keyboard.press("Control+a")
         page.keyboard.type("from stockops.config import load_settings\nfrom stockops.prices import PriceStore\n")
         page.keyboard.type("PriceStore.from_settings(load_settings()).load('IBM', end='2013-01-31').tail(3)")
-        page.keyboard.press("Shift+Enter")  # runs it in the project's kernel, which reads the workspace's settings
+        assert "PriceStore.from_settings(load_settings())" in editor.inner_text()
+        page.locator(".jp-NotebookPanel-toolbar [data-command='notebook:run-cell-and-select-next']").first.click()
+        page.wait_for_selector(".jp-Notebook .jp-InputPrompt:has-text('[1]')", timeout=120_000)  # ran in the kernel
         output = page.locator(".jp-OutputArea-output").filter(has_text="2013-01-31")
-        output.first.wait_for(timeout=120_000)
+        try:
+            output.first.wait_for(timeout=120_000)
+        finally:
+            shots = REPO / "reports" / "screenshots"
+            shots.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(shots / "jupyterlab.png"))  # what the author saw, output or not
         text = output.first.inner_text()
         assert "IBM" in text and "2013-01-29" in text and "adj_close" in text, text
-        shots = REPO / "reports" / "screenshots"
-        shots.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(shots / "jupyterlab.png"))
         page.close()
     finally:
         if lab.poll() is None:
