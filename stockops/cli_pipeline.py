@@ -110,6 +110,7 @@ def run_daily(
     source: str | None = None,
     path: str = "",
     job: str = "",  # what the progress reports call it (default: the daily run)
+    backfill: int = 0,  # on a workspace without forecasts, first replay this many sessions before the day
 ) -> None:
     "The daily flow once through Prefect, its progress and result on the console; exit 1 when it did not complete."
     from stockops.config import SOURCES, environment_value, parse_tickers
@@ -136,6 +137,7 @@ def run_daily(
         path=path,
         overrides=settings.transport(),
         job=job,
+        backfill=backfill,
         return_state=True,
     )
     console = stdout_console()
@@ -143,6 +145,10 @@ def run_daily(
         console.print(f"daily flow {state.type.value.lower()}: {state.message} (logs: {settings.data_dir / 'logs'})")
         raise typer.Exit(1)
     summary = state.result()
+    past = summary.get("backfill")
+    if past:
+        console.print(f"backfilled {past['days']} days ({past['first']} to {past['last']}) in {past['seconds']} s, "
+                      f"{past['retrained']} tickers trained (the first day trains every ticker)")  # fmt: skip
     console.print(f"daily flow completed for {summary['as_of']} in {summary['seconds']} s of runbooks")
     for ticker, decision in summary["decisions"].items():
         verdict = "retrained" if ticker in summary["retrained"] else "kept"
@@ -162,9 +168,14 @@ def run(
     ] = None,
     path: Annotated[str, typer.Option(help="the CSV file, for --source csv")] = "",
     job: Annotated[str, typer.Option(help="what its progress reports call it (default: the daily run)")] = "",
+    backfill: Annotated[
+        int, typer.Option(help="on a workspace without forecasts, first replay this many sessions before the day")
+    ] = 0,
 ):
     "Run the daily flow once through Prefect: ETL, monitoring, training where the policy says so, forecasts (executed notebooks in reports/daily/)."
-    run_daily(settings, as_of, tickers, source, path, job)
+    if backfill < 0:
+        raise BadInput(f"--backfill must be 0 or more sessions, not {backfill}")
+    run_daily(settings, as_of, tickers, source, path, job, backfill)
 
 # %% ../nbs/80c_cli_pipeline.ipynb #9199415f
 @command

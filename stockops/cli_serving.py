@@ -163,8 +163,10 @@ def up(
         with prefect_server(settings, settings.prefect_ui_port) as url:
             if not no_run:  # in a child process (the terminal is its too): Ctrl-C reaches it, and a flow run's threads
                 # do not stay in this one (after one, Ctrl-C no longer stopped the schedules served below)
-                job = "the daily run" if promotion_log_path(settings).exists() else "the first run"
+                first = not promotion_log_path(settings).exists()  # a fresh workspace: give it a past to show
+                job = "the first run" if first else "the daily run"
                 command_line = [sys.executable, "-m", "stockops.cli", "run", "--job", job]
+                command_line += ["--backfill", str(settings.monitor_window)] if first else []
                 if subprocess.call(command_line, env=child_environment(settings)):  # said there, with the logs' path
                     print(f"{job} did not complete; still serving what there is (Ctrl-C stops everything)", flush=True)
             serve_schedules(settings, url)

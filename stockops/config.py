@@ -259,6 +259,7 @@ KEYS: dict[str, Key] = {
     "train_batch": Key(
         "10", _positive_int, "most tickers per training flow run on the work pool (at least one run per online worker)"
     ),
+    "lock_wait": Key("60", _count, "seconds a command that writes waits for another writer (0: refuse at once)"),
 }
 
 # %% ../nbs/00_config.ipynb #08be73f0
@@ -310,6 +311,7 @@ class Settings:
     csv_path: Path | None
     fit_workers: int | None
     train_batch: int
+    lock_wait: int
     file: Path | None = None  # the settings.ini read, if any
     origins: dict[str, str] = field(default_factory=dict)
 

@@ -35,7 +35,8 @@ def duration(seconds: float) -> str:
 
 # %% ../nbs/06_progress.ipynb #bd85cd6d
 VERBS = {"starting": "starting", "ingest": "ingesting prices", "monitor": "monitoring live error and drift",
-         "train": "training", "forecast": "forecasting", "publish": "publishing the forecast pages"}  # fmt: skip
+         "train": "training", "forecast": "forecasting", "publish": "publishing the forecast pages",
+         "backfill": "backfilling past days of operations"}  # fmt: skip
 
 
 def progress_path(settings: Settings) -> Path:
@@ -59,17 +60,21 @@ def describe(record: dict) -> str:
 
 # %% ../nbs/06_progress.ipynb #0b8ab8d0
 class Progress:
-    "A long job's progress, written to `progress_path` at every change and told to `echo` (the terminal) as a sentence."
+    """A long job's progress, written to `progress_path` at every change and told to `echo` (the terminal) as a
+    sentence: at each new step, then at most every `every` seconds and at the step's last item (a backfill of 62
+    days is a few lines, not 62)."""
 
     def __init__(
         self,
         settings: Settings,
         job: str,  # what a reader calls it: "the first run", "the daily run of 2022-12-28"
-        echo: Callable[[str], None] | None = None,  # told each sentence
+        echo: Callable[[str], None] | None = None,  # told the sentences
         clock: Callable[[], float] = time.monotonic,
+        every: float = 10.0,  # seconds between `echo`'s lines within a step (a new step and the last item: at once)
     ):
-        self.path, self.echo, self.clock = progress_path(settings), echo, clock
+        self.path, self.echo, self.clock, self.every = progress_path(settings), echo, clock, every
         self.started = self.step_started = clock()
+        self.echoed = (None, float("-inf"))  # (step and state, when) of the last sentence told
         self.record = {"job": job, "state": "running", "step": "starting", "done": 0, "total": 0, "unit": "tickers",
                        "item": None, "started_at": str(utc_now()), "elapsed_s": 0.0, "eta_s": None, "updated_at": None,
                        "pid": os.getpid(), "host": socket.gethostname(), "message": None}  # fmt: skip
@@ -97,7 +102,9 @@ class Progress:
         eta = round((now - self.step_started) / done * (total - done), 1) if running else None
         self.record.update(elapsed_s=round(now - self.started, 1), eta_s=eta, updated_at=str(utc_now()))
         write_json_atomic(self.path, self.record)
-        if self.echo is not None:
+        phase = (self.record["step"], self.record["state"])
+        if self.echo is not None and (phase != self.echoed[0] or now - self.echoed[1] >= self.every or done == total):
+            self.echoed = (phase, now)
             self.echo(describe(self.record))
 
 # %% ../nbs/06_progress.ipynb #6e8fe1b6

@@ -20,12 +20,14 @@ from .config import BadInput, Settings, parse_tickers
 from .evaluate import dm_test, proportion_interval
 from .experiment import Experiment
 from .files import write_json_atomic
+from .forecast import prediction_log
 from .monitor import realised_forecasts
+from .progress import Progress
 from .routine import PlainSteps, run_day
 from .tracking import promotion_log
 
 # %% auto #0
-__all__ = ['ReplayResult', 'replay']
+__all__ = ['ReplayResult', 'replay', 'Backfill', 'backfill']
 
 # %% ../nbs/62_replay.ipynb #827cee51
 @dataclass
@@ -172,3 +174,74 @@ def _report(name, folder: Path, steps, errors, summary, spaces) -> tuple[Path, P
         folder / "replay.json", {"summary": summary.to_dict(orient="records"), "steps": steps.to_dict(orient="records")}
     )
     return html, png
+
+# %% ../nbs/62_replay.ipynb #156f8114
+@dataclass
+class Backfill:
+    first: str  # the first replayed day (first training)
+    last: str  # the last replayed day: the session before the run's day
+    day: str  # the run's day
+    steps: pd.DataFrame  # one row per day and ticker: retrained, reasons, drift share, champion version
+    seconds: float
+    report: Path  # the step table as JSON
+
+
+def _backfill_day(settings: Settings, experiment: Experiment, tickers: list[str], day: str) -> list[dict]:
+    "One replayed day for a share of the tickers (in a fit-pool worker): the routine's plain steps, nothing fetched."
+    steps = PlainSteps(settings, experiment, report=False, fetch=False)
+    return run_day(steps, settings, tickers, day).rows()
+
+
+def backfill(
+    settings: Settings,
+    tickers: list[str] | None = None,  # default: the universe
+    as_of: str = "",  # the run's day (default: the last day the source has); the backfill ends the session before
+    sessions: int | None = None,  # trading days replayed (default: `monitor_window`, 63: three months)
+    source: str | None = None,  # default: the source setting
+    path: str | None = None,  # the CSV file or folder, for the csv source
+    experiment: Experiment | None = None,
+    progress: Progress | None = None,
+    workers: int | None = None,  # processes sharing the tickers of a day (default: `fit_workers`, the CPUs)
+) -> Backfill | None:
+    """Give a workspace without forecasts a past: the daily routine on the `sessions` trading days before the run's day,
+    in the workspace itself. None (nothing done) when any of the tickers has a forecast already."""
+    from stockops.calendar import add_trading_days
+    from stockops.evaluate import fit_pool, fit_workers
+    from stockops.experiment import load_experiment
+
+    symbols = list(tickers or settings.universe)
+    if any(not prediction_log(settings, ticker).empty for ticker in symbols):
+        return None
+    experiment = experiment or load_experiment(settings=settings)
+    sessions = settings.monitor_window if sessions is None else sessions
+    if sessions < 1:
+        raise BadInput("a backfill needs at least 1 session")
+    started = pd.Timestamp.now()
+    fetching = PlainSteps(settings, experiment, source, path)
+    if progress:
+        progress.step("ingest")
+    day = fetching.ingest(list(dict.fromkeys([*symbols, *settings.indices])), as_of)
+    code = calendar_name(symbols[0], settings)
+    days = [str(d.date()) for d in trading_days(code, add_trading_days(code, day, -sessions), day)[:-1]]
+    steps = PlainSteps(settings, experiment, report=False, fetch=False)
+    rows = run_day(steps, settings, symbols, days[0], progress=progress).rows()  # first training, over the fit pool
+    count = max(1, min(fit_workers(workers or settings.fit_workers), len(symbols)))
+    shares = [symbols[k::count] for k in range(count)]
+    alone = settings.replace(fit_workers=1)  # a retraining in a worker fits its folds itself
+    if progress:
+        progress.step("backfill", len(days) - 1, unit="days")
+    for later in days[1:]:
+        if count == 1:
+            rows += _backfill_day(alone, experiment, symbols, later)
+        else:
+            pool = fit_pool(count)
+            jobs = [pool.submit(_backfill_day, alone, experiment, share, later) for share in shares]
+            rows += [row for job in jobs for row in job.result()]
+        if progress:
+            progress.advance(later)
+    table = pd.DataFrame(rows)
+    seconds = round((pd.Timestamp.now() - started).total_seconds(), 1)
+    report = settings.reports_dir / "backfill" / f"{days[0]}_{days[-1]}.json"
+    write_json_atomic(report, {"first": days[0], "last": days[-1], "day": day, "seconds": seconds,
+                               "steps": table.to_dict(orient="records")})  # fmt: skip
+    return Backfill(days[0], days[-1], day, table, seconds, report)

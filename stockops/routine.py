@@ -77,10 +77,13 @@ class PlainSteps:
     source: str | None = None  # default: the source setting
     path: str | None = None  # the CSV file, for the csv source
     report: bool = True  # write Evidently's HTML drift reports
+    fetch: bool = True  # False: the bars are stored already (a backfill ingests once); each day reads up to itself
 
     def ingest(self, tickers: list[str], as_of: str) -> str:
         from stockops.ingest import ingest
 
+        if not self.fetch:
+            return resolve_as_of(self.settings, as_of, tickers)
         ingest(self.source, ",".join(tickers), self.path, end=as_of or None, settings=self.settings)
         return resolve_as_of(self.settings, as_of, tickers)
 

@@ -557,8 +557,9 @@ def test_jupyterlab_runs_a_notebook_cell_with_the_project_kernel(browser, served
 def test_up_serves_first_then_shows_the_first_run_and_ctrl_c_stops_it(browser, tmp_path):
     """`stockops up` (what `make run` calls) on a fresh workspace (the five sample stocks, quick experiment): the URLs
     within 30 s, every server answering at once; the first run's progress on the terminal, in /health, in a 409's
-    sentence and as the dashboards' banner; no third-party noise on the terminal; forecasts when it ends; one Ctrl-C
-    stops everything."""
+    sentence and as the dashboards' banner; no third-party noise on the terminal; forecasts when it ends, with three
+    months of backfilled operations on the monitor page (realised live error, coverage, drift, promotions) and past
+    forecasts on the forecast page, in Chromium; one Ctrl-C stops everything."""
     quick_workspace(tmp_path)
     ports = {key: free_port() for key in ("API", "DASHBOARD", "MLFLOW_UI", "PREFECT_UI")}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STOCKOPS_", "PREFECT_"))}
@@ -588,7 +589,7 @@ def test_up_serves_first_then_shows_the_first_run_and_ctrl_c_stops_it(browser, t
         answering = {f"{api}/health": 200, f"http://127.0.0.1:{ports['DASHBOARD']}/voila/static/voila.js": 200,
                      f"http://127.0.0.1:{ports['MLFLOW_UI']}/health": 200}  # fmt: skip
         assert {url: get(url, 10)[0] for url in answering} == answering
-        wait_until(lambda: said("the first run is training (1/5 tickers;"), 300, "the first run's training")
+        wait_until(lambda: said("the first run is training ("), 300, "the first run's training")
         status, health = get(f"{api}/health")
         assert health["progress"]["job"] == "the first run" and health["progress"]["step"] in ("train", "forecast")
         status, answer = get(f"{api}/forecast/FB")
@@ -603,6 +604,23 @@ def test_up_serves_first_then_shows_the_first_run_and_ctrl_c_stops_it(browser, t
         wait_until(lambda: get(f"{api}/health", 5)[1]["progress"]["state"] == "completed", 10, "/health: completed")
         wait_until(lambda: said("serving daily ("), 60, "the schedules")
         assert get(f"http://127.0.0.1:{ports['PREFECT_UI']}/api/health", 10)[0] == 200
+        assert said("the first run is backfilling past days of operations (62/62 days;")
+        assert said("backfilled 63 days (2012-11-28 to 2013-02-28)")  # the 63 sessions before 2013-03-01
+        page = browser.new_page(viewport={"width": 1280, "height": 1400})  # a past from the first visit
+        page.goto(f"http://127.0.0.1:{ports['DASHBOARD']}/voila/render/monitor.ipynb", timeout=120_000)
+        page.wait_for_function(f"() => {PLOT} && {PLOT}.data && {PLOT}.data[0].x.length > 40", timeout=120_000)
+        points = page.evaluate(
+            "() => [...document.querySelectorAll('.js-plotly-plot')].map(p => p.data.map(t => t.x.length))"
+        )
+        assert points[0][0] == points[0][1] > 40 and points[1][0] == points[1][1] > 40, (
+            points
+        )  # error and naive; coverage
+        assert points[1][2] >= 62, points  # a drift share every backfilled day with a champion, and the run's day
+        assert "promoted" in page.inner_text("body")
+        page.goto(f"http://127.0.0.1:{ports['DASHBOARD']}/voila/render/forecast.ipynb", timeout=120_000)
+        past = f"{PLOT}.data.find(t => t.name == 'past forecasts')"
+        page.wait_for_function(f"() => {PLOT} && {PLOT}.data && {past} && {past}.x.length >= 62", timeout=120_000)
+        page.close()
     finally:
         up.send_signal(signal.SIGINT)
         up.wait(timeout=90)
