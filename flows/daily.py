@@ -11,6 +11,7 @@ from prefect import flow, get_run_logger
 
 from stockops.config import parse_tickers, settings_from
 from stockops.files import write_json_atomic
+from stockops.lock import workspace_lock
 from stockops.orchestrate import RunbookSteps
 from stockops.pipeline import wait_for_logging
 from stockops.progress import Progress, to_terminal
@@ -35,46 +36,49 @@ def daily(
     day, as plain calls (`stockops.replay.backfill`; the first run backfills `monitor_window`, three months)."""
     settings = settings_from(overrides, "flow parameter")
     symbols = parse_tickers(tickers) if tickers else list(settings.universe)
-    steps = RunbookSteps(settings.transport(), "daily", source, path)
-    progress = Progress(settings, job or "the daily run", to_terminal)
-    try:
-        past = None
-        if backfill:
-            past = backfill_past(settings, symbols, as_of, backfill, source or None, path or None, progress=progress)
-            as_of = past.day if past else as_of
-            get_run_logger().info(
-                f"backfilled {past.first} to {past.last} in {past.seconds} s ({past.report})"
-                if past
-                else "not backfilled: the workspace has forecasts already"
+    with workspace_lock(settings, "the daily flow"):  # one writer at a time (`stockops run` holds it already)
+        steps = RunbookSteps(settings.transport(), "daily", source, path)
+        progress = Progress(settings, job or "the daily run", to_terminal)
+        try:
+            past = None
+            if backfill:
+                past = backfill_past(
+                    settings, symbols, as_of, backfill, source or None, path or None, progress=progress
+                )
+                as_of = past.day if past else as_of
+                get_run_logger().info(
+                    f"backfilled {past.first} to {past.last} in {past.seconds} s ({past.report})"
+                    if past
+                    else "not backfilled: the workspace has forecasts already"
+                )
+            day = run_day(steps, settings, symbols, as_of, log=get_run_logger().info, progress=progress)
+            progress.step("publish")
+            summary = {
+                "as_of": day.as_of,
+                "tickers": symbols,
+                "retrained": day.retrained,
+                "forecast": day.forecast,
+                "waiting": {t: o.reasons for t, o in day.tickers.items() if o.status == "waiting"},
+                "decisions": day.decisions,
+                "notebooks": [run["notebook"] for run in steps.runs],
+                "seconds": round(sum(run["seconds"] for run in steps.runs), 1),
+                "published": len(publish_site(settings)),  # pages written, plotly.js and the index included
+                "backfill": None
+                if past is None
+                else {
+                    "first": past.first,
+                    "last": past.last,
+                    "seconds": past.seconds,
+                    "days": past.steps["as_of"].nunique(),
+                    "retrained": int(past.steps["retrained"].sum()),
+                },
+            }
+            wait_for_logging()  # every runbook run is in MLflow (tags stockops.flow, stockops.as_of) before the flow ends
+            write_json_atomic(
+                settings.reports_dir / "daily" / day.as_of / "run.json", {"summary": summary, "runs": steps.runs}
             )
-        day = run_day(steps, settings, symbols, as_of, log=get_run_logger().info, progress=progress)
-        progress.step("publish")
-        summary = {
-            "as_of": day.as_of,
-            "tickers": symbols,
-            "retrained": day.retrained,
-            "forecast": day.forecast,
-            "waiting": {t: o.reasons for t, o in day.tickers.items() if o.status == "waiting"},
-            "decisions": day.decisions,
-            "notebooks": [run["notebook"] for run in steps.runs],
-            "seconds": round(sum(run["seconds"] for run in steps.runs), 1),
-            "published": len(publish_site(settings)),  # pages written, plotly.js and the index included
-            "backfill": None
-            if past is None
-            else {
-                "first": past.first,
-                "last": past.last,
-                "seconds": past.seconds,
-                "days": past.steps["as_of"].nunique(),
-                "retrained": int(past.steps["retrained"].sum()),
-            },
-        }
-        wait_for_logging()  # every runbook run is in MLflow (tags stockops.flow, stockops.as_of) before the flow ends
-        write_json_atomic(
-            settings.reports_dir / "daily" / day.as_of / "run.json", {"summary": summary, "runs": steps.runs}
-        )
-    except BaseException as error:
-        progress.finish(f"{type(error).__name__}: {error}"[:500])
-        raise
-    progress.finish()
-    return summary
+        except BaseException as error:
+            progress.finish(f"{type(error).__name__}: {error}"[:500])
+            raise
+        progress.finish()
+        return summary

@@ -5,6 +5,7 @@ fans out over the workers in batches of at most `train_batch` tickers."""
 from prefect import flow
 
 from stockops.config import parse_tickers, settings_from
+from stockops.lock import workspace_lock
 from stockops.orchestrate import train_batch, train_tickers
 from stockops.pipeline import wait_for_logging
 from stockops.routine import resolve_as_of
@@ -16,9 +17,10 @@ def train(as_of: str = "", tickers: str = "", force: bool = False, overrides: di
     overrides = dict(overrides or {})
     settings = settings_from(overrides, "flow parameter")
     symbols = parse_tickers(tickers) if tickers else list(settings.universe)
-    day = resolve_as_of(settings, as_of, symbols)
-    runs = train_tickers(symbols, day, overrides, "train", force=force)
-    wait_for_logging()  # every runbook run is in MLflow before the flow ends
+    with workspace_lock(settings, "the train flow"):  # one writer at a time (`stockops train --flow` holds it already)
+        day = resolve_as_of(settings, as_of, symbols)
+        runs = train_tickers(symbols, day, overrides, "train", force=force)
+        wait_for_logging()  # every runbook run is in MLflow before the flow ends
     return {"as_of": day, "results": {run["ticker"]: run["result"] for run in runs}}
 
 

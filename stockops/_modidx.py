@@ -383,6 +383,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                     'stockops.intervals.simulate_returns': ('intervals.html#simulate_returns', 'stockops/intervals.py'),
                                     'stockops.intervals.winkler_score': ('intervals.html#winkler_score', 'stockops/intervals.py')},
             'stockops.lock': { 'stockops.lock.WorkspaceBusy': ('lock.html#workspacebusy', 'stockops/lock.py'),
+                               'stockops.lock._missing_folders': ('lock.html#_missing_folders', 'stockops/lock.py'),
+                               'stockops.lock._open_locked': ('lock.html#_open_locked', 'stockops/lock.py'),
                                'stockops.lock._record': ('lock.html#_record', 'stockops/lock.py'),
                                'stockops.lock._say': ('lock.html#_say', 'stockops/lock.py'),
                                'stockops.lock._write': ('lock.html#_write', 'stockops/lock.py'),

@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from .config import BadInput, Settings, load_settings, parse_tickers, set_process_environment
+from .lock import WorkspaceBusy, workspace_lock
 
 # %% auto #0
 __all__ = ['app', 'Tickers', 'AsOf', 'Experiment', 'tickers_or_universe', 'stderr_console', 'command', 'stdout_console',
@@ -46,8 +47,12 @@ def stderr_console():
     return Console(stderr=True, soft_wrap=True)
 
 
-def command(function):
-    "Register `function(settings, ...)` as a command of `app`, run in the frame: settings loaded once, exit 2 on bad input, 1 on failure."
+def command(function=None, *, writes: bool = False):
+    """Register `function(settings, ...)` as a command of `app`, run in the frame: settings loaded once, exit 2 on bad
+    input, 1 on failure. `writes=True`: the command changes the workspace and holds its lock while it runs (one writer
+    at a time, `stockops.lock`); another writer holding it past `lock_wait` is exit 1 with who and since when."""
+    if function is None:
+        return functools.partial(command, writes=writes)
     signature = inspect.signature(function, eval_str=True)
 
     @functools.wraps(function)
@@ -57,7 +62,13 @@ def command(function):
         try:
             settings = load_settings()
             set_process_environment(settings.mlflow_env(), replace=False)  # before anything here imports MLflow
-            return function(settings, *args, **kwargs)
+            if not writes:
+                return function(settings, *args, **kwargs)
+            with workspace_lock(settings, f"stockops {function.__name__}"):
+                return function(settings, *args, **kwargs)
+        except WorkspaceBusy as error:
+            stderr_console().print(f"[bold red]busy:[/] {escape(str(error))}", highlight=False)
+            raise typer.Exit(1) from None
         except BadInput as error:
             stderr_console().print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
             raise typer.Exit(2) from None

@@ -31,7 +31,7 @@ INGEST_COLUMNS = (
 )
 
 
-@command
+@command(writes=True)
 def ingest(
     settings: Settings,
     source: Annotated[

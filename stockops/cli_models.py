@@ -73,7 +73,7 @@ def _report_training(console, result, plan) -> None:
     console.print(f"  champion: v{result.champion_after}  run: {result.run_id}  intervals: {result.interval_methods}\n")
 
 
-@command
+@command(writes=True)
 def train(
     settings: Settings,
     tickers: Tickers = None,
@@ -155,7 +155,7 @@ def trained_line(rows) -> str:
             f"on {first['as_of'].date()}")  # fmt: skip
 
 
-@command
+@command(writes=True)
 def forecast(settings: Settings, tickers: Tickers = None, as_of: AsOf = None):
     "Forecast every horizon with the champion (prices, 80/90% intervals) and append to the prediction log."
     symbols = tickers_or_universe(tickers, settings)

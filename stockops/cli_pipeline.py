@@ -157,7 +157,7 @@ def run_daily(
         console.print(f"  {notebook}")
 
 
-@command
+@command(writes=True)
 def run(
     settings: Settings,
     as_of: AsOf = None,
@@ -201,7 +201,7 @@ def drift(settings: Settings, as_of: AsOf = None, tickers: Tickers = None):
             console.print(f"  report: {result.drift.html}")
 
 # %% ../nbs/80c_cli_pipeline.ipynb #b3b1c80a
-@command
+@command(writes=True)
 def replay(
     settings: Settings,
     start: Annotated[str, typer.Option(help="first as-of day, YYYY-MM-DD")],

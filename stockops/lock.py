@@ -38,7 +38,7 @@ def _record(descriptor: int) -> dict:
         return {}
 
 
-def holder_sentence(record: dict, path: Path) -> str:
+def holder_sentence(record: dict, path: Path | str) -> str:
     "`another stockops train (pid 4242, since 2026-12-06 07:40:01) holds data/workspace.lock`."
     since = str(record.get("since", "?"))[:19]
     return f"another {record.get('command', 'writer')} (pid {record.get('pid', '?')}, since {since}) holds {path}"
@@ -68,6 +68,41 @@ def _say(line: str) -> None:
     sys.stderr.flush()
 
 
+def _missing_folders(folder: Path) -> list[Path]:
+    "`folder` and its parents that do not exist yet, deepest first."
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _open_locked(path: Path, wait: float, say: Callable[[str], None]) -> int:
+    "A descriptor of `path` holding its exclusive lock, the file still at `path` (a releasing holder unlinks it)."
+    deadline, waited = time.monotonic() + wait, False
+    while True:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)  # not inherited by children (PEP 446)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = holder_sentence(_record(descriptor), path)
+            os.close(descriptor)
+            if time.monotonic() >= deadline:
+                raise WorkspaceBusy(f"{holder}; try again when it ends") from None
+            if not waited:
+                say(f"waiting for the workspace: {holder} (up to {wait:g} s)")
+                waited = True
+            time.sleep(0.2)
+            continue
+        try:
+            if os.fstat(descriptor).st_ino == os.stat(path).st_ino:
+                return descriptor
+        except FileNotFoundError:
+            pass
+        os.close(descriptor)  # locked a file its holder had just removed: take the one at `path` now
+
+
 @contextmanager
 def workspace_lock(
     settings: Settings,
@@ -75,7 +110,9 @@ def workspace_lock(
     wait: float | None = None,  # seconds to wait for another writer (default: the lock_wait setting)
     say: Callable[[str], None] = _say,
 ) -> Iterator[Path]:
-    "Hold the workspace lock for the block; `WorkspaceBusy` after `wait` seconds when another process holds it."
+    """Hold the workspace lock for the block; `WorkspaceBusy` after `wait` seconds when another process holds it. The
+    lock file exists while the lock is held (and after a holder died): a command leaves no file behind, and no data
+    folder it created only for its lock."""
     path = lock_path(settings)
     if path in _HELD:
         _HELD[path][1] += 1
@@ -84,22 +121,8 @@ def workspace_lock(
         finally:
             _HELD[path][1] -= 1
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)  # not inherited by children (PEP 446)
-    deadline, waited = time.monotonic() + (settings.lock_wait if wait is None else wait), False
-    while True:
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            holder = holder_sentence(_record(descriptor), path)
-            if time.monotonic() >= deadline:
-                os.close(descriptor)
-                raise WorkspaceBusy(f"{holder}; try again when it ends") from None
-            if not waited:
-                say(f"waiting for the workspace: {holder} (up to {settings.lock_wait if wait is None else wait:g} s)")
-                waited = True
-            time.sleep(0.2)
+    created = _missing_folders(path.parent)
+    descriptor = _open_locked(path, settings.lock_wait if wait is None else wait, say)
     previous = _record(descriptor)
     if (
         previous.get("state") == "held"
@@ -116,7 +139,12 @@ def workspace_lock(
         yield path
     finally:
         del _HELD[path]
-        _write(descriptor, _record(descriptor) | {"state": "released"})
+        path.unlink(missing_ok=True)  # still locked: a waiting writer sees the file gone and takes a new one
+        for folder in created:  # folders made only for the lock (a refused command writes nothing)
+            try:
+                folder.rmdir()
+            except OSError:
+                break
         fcntl.flock(descriptor, fcntl.LOCK_UN)
         os.close(descriptor)
 

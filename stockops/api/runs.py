@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, field_validator
 from .deps import LauncherDep, SettingsDep, SnapshotDep, TokenDep, problems
 from ..config import TICKER_SCHEMA, BadInput, parse_tickers
 from ..files import utc_now
+from ..lock import holder_sentence, lock_holder
 from ..runs import RUN_ID_PATTERN, read_run, record_run
 
 # %% ../../nbs/70g_api_runs.ipynb #9debcc7d
@@ -54,7 +55,7 @@ class RunInfo(BaseModel):
     response_model=RunInfo,
     status_code=202,
     dependencies=[TokenDep],
-    responses=problems(400, 401, 403, 404, 422),
+    responses=problems(400, 401, 403, 404, 409, 422),
 )
 def train(request: TrainRequest, settings: SettingsDep, snapshot: SnapshotDep, launcher: LauncherDep) -> RunInfo:
     "Start the training flow for some tickers (bearer token); returns the run id at once. Poll GET /runs/{id}."
@@ -62,6 +63,9 @@ def train(request: TrainRequest, settings: SettingsDep, snapshot: SnapshotDep, l
     missing = [t for t in symbols if t not in snapshot.views]
     if missing:
         raise HTTPException(404, f"no stored prices for {', '.join(missing)}: ingest them first")
+    holder = lock_holder(settings)  # never waits: a writer holds the workspace for as long as it runs
+    if holder is not None:
+        raise HTTPException(409, f"{holder_sentence(holder, 'the workspace')}; try again when it ends")
     run_id = uuid.uuid4().hex
     record = record_run(settings, run_id, kind="train", status="scheduled", tickers=symbols, force=request.force,
                         created_at=str(utc_now()))  # fmt: skip
