@@ -251,8 +251,9 @@ def prefect_server(settings: Settings, port: int):
         command_line = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
         server = start(command_line, log_path)
         stderr_console().print(f"starting the Prefect server on {url} (about 25 s; log: {log_path})")
-        wait_for(f"{url}/health", server, f"{url}/health did not come up; see {log_path}")
-    try:
+    try:  # a Ctrl-C while it starts stops it too
+        if server is not None:
+            wait_for(f"{url}/health", server, f"{url}/health did not come up; see {log_path}")
         yield url
     finally:
         stop(server)

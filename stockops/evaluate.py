@@ -17,12 +17,14 @@ import pandas as pd
 
 from .features import make_features, make_targets
 from .intervals import online_intervals, winkler_score
+from .processes import BLAS_THREADS
 from .splits import WalkForward
 
 # %% auto #0
-__all__ = ['INDEX_FEATURES', 'POOLED_FAMILIES', 'FOLD_CACHE_SIZE', 'FOLD_CACHE_STATS', 'modelling_table', 'fit_workers',
-           'fit_pool', 'clear_fold_cache', 'backtest', 'long_run_sums', 'effective_size', 'wilson_interval',
-           'proportion_interval', 'dm_pvalue', 'format_p', 'dm_test', 'score_predictions', 'recent', 'backtest_figure']
+__all__ = ['INDEX_FEATURES', 'POOLED_FAMILIES', 'ONE_THREAD', 'FOLD_CACHE_SIZE', 'FOLD_CACHE_STATS', 'modelling_table',
+           'fit_workers', 'fit_pool', 'clear_fold_cache', 'backtest', 'long_run_sums', 'effective_size',
+           'wilson_interval', 'proportion_interval', 'dm_pvalue', 'format_p', 'dm_test', 'score_predictions', 'recent',
+           'backtest_figure']
 
 # %% ../nbs/32_evaluate.ipynb #c9d88113
 INDEX_FEATURES = ("index_ret_lag0", "index_ret_5d", "index_vol_20d")
@@ -52,10 +54,13 @@ def fit_workers(configured: int | None = None) -> int:
     return configured or len(os.sched_getaffinity(0))
 
 
+ONE_THREAD = dict.fromkeys(BLAS_THREADS, "1")  # OpenMP, OpenBLAS, MKL
+
+
 def _one_thread() -> None:
     from threadpoolctl import threadpool_limits
 
-    threadpool_limits(1)  # OpenMP and BLAS: one thread per worker, the processes are the parallelism
+    threadpool_limits(1)  # the runtimes already loaded; ONE_THREAD in the environment holds for those loaded later
 
 
 _POOLS: list = []  # every fit pool this process started
@@ -76,7 +81,7 @@ def fit_pool(workers: int):
     re-run the calling script. Idle workers leave after a minute."""
     from joblib.externals.loky import get_reusable_executor
 
-    pool = get_reusable_executor(max_workers=workers, initializer=_one_thread, timeout=60)
+    pool = get_reusable_executor(max_workers=workers, initializer=_one_thread, timeout=60, env=ONE_THREAD)
     if all(known is not pool for known in _POOLS):
         _POOLS.append(pool)
     return pool
