@@ -32,7 +32,7 @@ def daily(
 ) -> dict:
     """One trading day of operations on `tickers` (default: the universe) as of `as_of` (default: the last day the
     source has), fetching from `source` (default: the source setting); `job` names it in the progress reports. With
-    `backfill` > 0 a workspace without forecasts first gets a past: the routine on the `backfill` sessions before the
+    `backfill` > 0 a workspace without forecasts first gets a past: the routine on the `backfill` sessions up to the
     day, as plain calls (`stockops.replay.backfill`; the first run backfills `monitor_window`, three months)."""
     settings = settings_from(overrides, "flow parameter")
     symbols = parse_tickers(tickers) if tickers else list(settings.universe)
@@ -45,7 +45,7 @@ def daily(
                 past = backfill_past(
                     settings, symbols, as_of, backfill, source or None, path or None, progress=progress
                 )
-                as_of = past.day if past else as_of
+                as_of = past.last if past else as_of
                 get_run_logger().info(
                     f"backfilled {past.first} to {past.last} in {past.seconds} s ({past.report})"
                     if past

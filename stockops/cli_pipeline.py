@@ -110,7 +110,7 @@ def run_daily(
     source: str | None = None,
     path: str = "",
     job: str = "",  # what the progress reports call it (default: the daily run)
-    backfill: int = 0,  # on a workspace without forecasts, first replay this many sessions before the day
+    backfill: int = 0,  # on a workspace without forecasts, first replay this many sessions up to the day
 ) -> None:
     "The daily flow once through Prefect, its progress and result on the console; exit 1 when it did not complete."
     from stockops.config import SOURCES, environment_value, parse_tickers
@@ -169,7 +169,7 @@ def run(
     path: Annotated[str, typer.Option(help="the CSV file, for --source csv")] = "",
     job: Annotated[str, typer.Option(help="what its progress reports call it (default: the daily run)")] = "",
     backfill: Annotated[
-        int, typer.Option(help="on a workspace without forecasts, first replay this many sessions before the day")
+        int, typer.Option(help="on a workspace without forecasts, first replay this many sessions up to the day")
     ] = 0,
 ):
     "Run the daily flow once through Prefect: ETL, monitoring, training where the policy says so, forecasts (executed notebooks in reports/daily/)."

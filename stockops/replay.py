@@ -19,7 +19,7 @@ from .calendar import calendar_name, trading_days
 from .config import BadInput, Settings, parse_tickers
 from .evaluate import dm_test, proportion_interval
 from .experiment import Experiment
-from .files import write_json_atomic
+from .files import append_jsonl, read_jsonl, write_json_atomic
 from .forecast import prediction_log
 from .monitor import realised_forecasts
 from .progress import Progress
@@ -179,35 +179,58 @@ def _report(name, folder: Path, steps, errors, summary, spaces) -> tuple[Path, P
 @dataclass
 class Backfill:
     first: str  # the first replayed day (first training)
-    last: str  # the last replayed day: the session before the run's day
-    day: str  # the run's day
+    last: str  # the last replayed day: the run's day
     steps: pd.DataFrame  # one row per day and ticker: retrained, reasons, drift share, champion version
     seconds: float
     report: Path  # the step table as JSON
 
 
-def _backfill_day(settings: Settings, experiment: Experiment, tickers: list[str], day: str) -> list[dict]:
-    "One replayed day for a share of the tickers (in a fit-pool worker): the routine's plain steps, nothing fetched."
+class _Told:
+    "What `run_day` tells a `Progress` on the first day, passed on: each ticker trained."
+
+    def __init__(self, tell: Callable[[str, str], None]):
+        self.tell = tell
+
+    def step(self, name: str, total: int = 0, unit: str = "tickers") -> None:
+        pass
+
+    def advance(self, item: str = "") -> None:
+        self.tell("trained", item)
+
+
+def _tell_file(path: Path, kind: str, item: str) -> None:
+    "A share's event, for the process that waits for it (one JSON line)."
+    append_jsonl(path, [{"kind": kind, "item": item}])
+
+
+def _share_days(settings: Settings, experiment: Experiment, tickers: list[str], days: list[str],
+                tell: Callable[[str, str], None]) -> list[dict]:  # fmt: skip
+    "A share of the tickers through every replayed day, in one process; `tell` hears each ticker trained on the first day and each day done."
     steps = PlainSteps(settings, experiment, report=False, fetch=False)
-    return run_day(steps, settings, tickers, day).rows()
+    rows = []
+    for number, day in enumerate(days):
+        rows += run_day(steps, settings, tickers, day, progress=_Told(tell) if number == 0 else None).rows()
+        tell("day", day)
+    return rows
 
 
 def backfill(
     settings: Settings,
     tickers: list[str] | None = None,  # default: the universe
-    as_of: str = "",  # the run's day (default: the last day the source has); the backfill ends the session before
+    as_of: str = "",  # the run's day (default: the last day the source has); the backfill ends with it
     sessions: int | None = None,  # trading days replayed (default: `monitor_window`, 63: three months)
     source: str | None = None,  # default: the source setting
     path: str | None = None,  # the CSV file or folder, for the csv source
     experiment: Experiment | None = None,
     progress: Progress | None = None,
-    workers: int | None = None,  # processes sharing the tickers of a day (default: `fit_workers`, the CPUs)
+    workers: int | None = None,  # processes sharing the tickers (default: `fit_workers`, the CPUs)
 ) -> Backfill | None:
-    """Give a workspace without forecasts a past: the daily routine on the `sessions` trading days before the run's day,
+    """Give a workspace without forecasts a past: the daily routine on the `sessions` trading days up to the run's day,
     in the workspace itself. None (nothing done) when any of the tickers has a forecast already."""
     from stockops.calendar import add_trading_days
     from stockops.evaluate import fit_pool, fit_workers
     from stockops.experiment import load_experiment
+    from stockops.tracking import mlflow_client
 
     symbols = list(tickers or settings.universe)
     if any(not prediction_log(settings, ticker).empty for ticker in symbols):
@@ -217,31 +240,61 @@ def backfill(
     if sessions < 1:
         raise BadInput("a backfill needs at least 1 session")
     started = pd.Timestamp.now()
-    fetching = PlainSteps(settings, experiment, source, path)
     if progress:
         progress.step("ingest")
-    day = fetching.ingest(list(dict.fromkeys([*symbols, *settings.indices])), as_of)
+    day = PlainSteps(settings, experiment, source, path).ingest(
+        list(dict.fromkeys([*symbols, *settings.indices])), as_of
+    )
     code = calendar_name(symbols[0], settings)
-    days = [str(d.date()) for d in trading_days(code, add_trading_days(code, day, -sessions), day)[:-1]]
-    steps = PlainSteps(settings, experiment, report=False, fetch=False)
-    rows = run_day(steps, settings, symbols, days[0], progress=progress).rows()  # first training, over the fit pool
+    days = [str(d.date()) for d in trading_days(code, add_trading_days(code, day, 1 - sessions), day)]
     count = max(1, min(fit_workers(workers or settings.fit_workers), len(symbols)))
-    shares = [symbols[k::count] for k in range(count)]
-    alone = settings.replace(fit_workers=1)  # a retraining in a worker fits its folds itself
+    shares, alone = [symbols[k::count] for k in range(count)], settings.replace(fit_workers=1)
+    finished = dict.fromkeys(days, 0)
+
+    def heard(kind: str, item: str) -> None:
+        if progress is None:
+            return
+        if kind == "trained":
+            progress.advance(item)
+            return
+        finished[item] += 1
+        if finished[item] == count:  # every share is past `item`
+            progress.step("backfill", len(days) - 1, unit="days") if item == days[0] else progress.advance(item)
+
     if progress:
-        progress.step("backfill", len(days) - 1, unit="days")
-    for later in days[1:]:
-        if count == 1:
-            rows += _backfill_day(alone, experiment, symbols, later)
-        else:
-            pool = fit_pool(count)
-            jobs = [pool.submit(_backfill_day, alone, experiment, share, later) for share in shares]
-            rows += [row for job in jobs for row in job.result()]
-        if progress:
-            progress.advance(later)
-    table = pd.DataFrame(rows)
+        progress.step("train", len(symbols))  # the first day trains every ticker
+    if count == 1:
+        rows = _share_days(alone, experiment, symbols, days, heard)
+    else:
+        mlflow_client(settings)  # the store and the experiment exist before the workers write to them
+        rows = _in_workers(alone, experiment, shares, days, heard, fit_pool(count))
+    table = pd.DataFrame(rows).sort_values("as_of", kind="stable").reset_index(drop=True)
     seconds = round((pd.Timestamp.now() - started).total_seconds(), 1)
     report = settings.reports_dir / "backfill" / f"{days[0]}_{days[-1]}.json"
-    write_json_atomic(report, {"first": days[0], "last": days[-1], "day": day, "seconds": seconds,
+    write_json_atomic(report, {"first": days[0], "last": days[-1], "seconds": seconds,
                                "steps": table.to_dict(orient="records")})  # fmt: skip
-    return Backfill(days[0], days[-1], day, table, seconds, report)
+    return Backfill(days[0], days[-1], table, seconds, report)
+
+
+def _in_workers(settings, experiment, shares, days, heard, pool) -> list[dict]:
+    "Each share in a worker of `pool`; their events (files in a temporary folder) told to `heard` as they come."
+    import tempfile
+    import time
+    from functools import partial
+
+    with tempfile.TemporaryDirectory(prefix="stockops-backfill-") as folder:
+        logs = [Path(folder) / f"{number}.jsonl" for number in range(len(shares))]
+        jobs = [pool.submit(_share_days, settings, experiment, share, days, partial(_tell_file, log))
+                for share, log in zip(shares, logs, strict=True)]  # fmt: skip
+        seen = [0] * len(shares)
+        while True:
+            done = all(job.done() for job in jobs)  # before reading: every event of a finished share is in its file
+            for number, log in enumerate(logs):
+                events = read_jsonl(log)
+                for event in events[seen[number] :]:
+                    heard(event["kind"], event["item"])
+                seen[number] = len(events)
+            if done:
+                break
+            time.sleep(0.5)
+        return [row for job in jobs for row in job.result()]  # a share's failure is raised here

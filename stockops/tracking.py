@@ -39,16 +39,23 @@ def model_name(ticker: str) -> str:
     return "stockops-" + re.sub(r"[^a-z0-9]+", "-", validate_ticker(ticker).lower()).strip("-")
 
 
+_READY: list = [None]  # the (tracking URI, experiment) this process last set MLflow up for
+
+
 def mlflow_client(settings: Settings):
-    "An MlflowClient on the settings' tracking URI (also set as mlflow's current URI), with the experiment created."
+    """An MlflowClient on the settings' tracking URI (also set as mlflow's current URI), with the experiment created.
+    The set-up (two registry queries) runs when the URI or experiment differs from the last call's: a daily routine
+    asks for every ticker, twice a day, a backfill 63 days in a row."""
     import logging
 
     import mlflow
 
-    for noisy in ("mlflow.pyfunc", "mlflow.store.db.utils", "mlflow.tracking._model_registry.client", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     set_process_environment(settings.mlflow_env())  # an S3-compatible endpoint for s3:// artifacts, when one is set
+    if _READY[0] == (settings.tracking_uri, settings.mlflow_experiment):
+        return mlflow.MlflowClient(settings.tracking_uri)
+    for noisy in ("mlflow.pyfunc", "mlflow.store.db.utils", "mlflow.tracking._model_registry.client", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
     client = mlflow.MlflowClient(settings.tracking_uri)
@@ -62,6 +69,7 @@ def mlflow_client(settings: Settings):
             if client.get_experiment_by_name(settings.mlflow_experiment) is None:
                 raise
     mlflow.set_experiment(settings.mlflow_experiment)
+    _READY[0] = (settings.tracking_uri, settings.mlflow_experiment)
     return client
 
 # %% ../nbs/40_tracking.ipynb #7623eae2785240b9bd12b16a66d81610

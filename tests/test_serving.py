@@ -605,7 +605,7 @@ def test_up_serves_first_then_shows_the_first_run_and_ctrl_c_stops_it(browser, t
         wait_until(lambda: said("serving daily ("), 60, "the schedules")
         assert get(f"http://127.0.0.1:{ports['PREFECT_UI']}/api/health", 10)[0] == 200
         assert said("the first run is backfilling past days of operations (62/62 days;")
-        assert said("backfilled 63 days (2012-11-28 to 2013-02-28)")  # the 63 sessions before 2013-03-01
+        assert said("backfilled 63 days (2012-11-29 to 2013-03-01)")  # the 63 sessions up to 2013-03-01
         page = browser.new_page(viewport={"width": 1280, "height": 1400})  # a past from the first visit
         page.goto(f"http://127.0.0.1:{ports['DASHBOARD']}/voila/render/monitor.ipynb", timeout=120_000)
         page.wait_for_function(f"() => {PLOT} && {PLOT}.data && {PLOT}.data[0].x.length > 40", timeout=120_000)
