@@ -590,8 +590,9 @@ def test_up_serves_first_then_shows_the_first_run_and_ctrl_c_stops_it(browser, t
                      f"http://127.0.0.1:{ports['MLFLOW_UI']}/health": 200}  # fmt: skip
         assert {url: get(url, 10)[0] for url in answering} == answering
         wait_until(lambda: said("the first run is training ("), 300, "the first run's training")
-        status, health = get(f"{api}/health")
-        assert health["progress"]["job"] == "the first run" and health["progress"]["step"] in ("train", "forecast")
+        training = lambda: get(f"{api}/health", 5)[1]["progress"]  # noqa: E731  (the API reads it at each refresh)
+        wait_until(lambda: training()["step"] in ("train", "backfill"), 10, "/health: the first run's training")
+        assert training()["job"] == "the first run"
         status, answer = get(f"{api}/forecast/FB")
         assert status == 409 and "the first run is" in answer["detail"], answer
         page = browser.new_page(viewport={"width": 1280, "height": 900})
