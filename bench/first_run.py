@@ -34,6 +34,23 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def cpu_by_server(pid: int) -> dict[str, float]:
+    "CPU seconds (user + system) of each child of `up` with its own children, named by its command line."
+    import psutil
+
+    totals = {}
+    for child in psutil.Process(pid).children():
+        try:
+            tree = [child, *child.children(recursive=True)]
+            seconds = sum(sum(p.cpu_times()[:2]) for p in tree if p.is_running())
+            words = child.cmdline()
+            name = " ".join(words[2:5]) if words[1:2] == ["-m"] else " ".join(words[:3])
+        except psutil.Error:
+            continue
+        totals[name] = totals.get(name, 0.0) + seconds
+    return totals
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--keep", action="store_true", help="keep the temporary workspace")
@@ -69,6 +86,7 @@ def main() -> int:
                 print(f"gave up after {arguments.timeout:.0f} s", flush=True)
                 break
             time.sleep(0.5)
+        busy = cpu_by_server(up.pid)
     finally:
         up.send_signal(signal.SIGINT)
         up.wait(timeout=120)
@@ -94,6 +112,9 @@ def main() -> int:
             previous = match.group(1)
     for (name, at), (_, following) in zip(phases, [*phases[1:], ("end", ended)], strict=True):
         print(f"  {following - at:7.1f} s  {name}")
+    print("CPU seconds while `up` ran, by process tree (the first run's share is what the servers left it):")
+    for name, seconds in sorted(busy.items(), key=lambda item: -item[1]):
+        print(f"  {seconds:7.1f} s  {name}")
     if arguments.keep:
         print(f"workspace kept: {root}")
     else:

@@ -384,8 +384,10 @@ class Settings:
     def mlflow_env(self) -> dict[str, str]:
         """Environment for MLflow, read when it is imported: no telemetry (offline, its background thread unsets a
         variable while another thread iterates the environment: KeyError '_MLFLOW_TELEMETRY_SESSION_ID' failed a
-        training batch in bench/scaleout.py), and the S3-compatible endpoint for s3:// artifacts, when one is set."""
-        env = {"MLFLOW_DISABLE_TELEMETRY": "true"}
+        training batch in bench/scaleout.py), no server jobs in the MLflow servers started with it (GenAI jobs and trace
+        rollups, which stockops does not use: the UI's seven huey workers took 45 CPU seconds of a 6-minute first run),
+        and the S3-compatible endpoint for s3:// artifacts, when one is set."""
+        env = {"MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         return env | ({"MLFLOW_S3_ENDPOINT_URL": self.s3_endpoint_url} if self.s3_endpoint_url else {})
 
     def with_overrides(self, overrides: Mapping[str, str], origin: str = "override") -> Settings:

@@ -9,6 +9,7 @@ import datetime as dt
 import json
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,13 +26,13 @@ from .features import known_at_close, make_features
 from .files import read_jsonl, utc_now
 from .forecast import forecast_records, load_champion, prediction_log
 from .prices import VALUE_COLUMNS, PriceStore
-from .progress import read_progress
+from .progress import read_progress, running
 from .tracking import champion_in, evidence_path, promotion_log_path, require_champion
 
 # %% auto #0
-__all__ = ['SIGNIFICANCE', 'monitor_days', 'monitor_files', 'workspace_fingerprint', 'candidate_table', 'run_candidates',
-           'backtest_evidence', 'backtest_verdict', 'live_verdict', 'TickerView', 'Snapshot', 'load_snapshot',
-           'ServingState', 'Predictor']
+__all__ = ['SIGNIFICANCE', 'BACKFILL_REFRESH_SECONDS', 'monitor_days', 'monitor_files', 'workspace_fingerprint',
+           'candidate_table', 'run_candidates', 'backtest_evidence', 'backtest_verdict', 'live_verdict', 'TickerView',
+           'Snapshot', 'load_snapshot', 'ServingState', 'Predictor']
 
 # %% ../nbs/65_serving.ipynb #cdd0b301
 def monitor_days(settings: Settings) -> list[Path]:
@@ -388,6 +389,9 @@ def load_snapshot(settings: Settings, previous: Snapshot | None = None) -> Snaps
                     indices=tuple(settings.indices), runs=runs)  # fmt: skip
 
 # %% ../nbs/65_serving.ipynb #5c334b36
+BACKFILL_REFRESH_SECONDS = 15  # while a job backfills, a new snapshot at most this often
+
+
 class ServingState:
     "The current snapshot, swapped atomically when the workspace's results change."
 
@@ -396,6 +400,7 @@ class ServingState:
         self.snapshot = snapshot or load_snapshot(settings)
         self.progress = read_progress(settings)  # the latest job's record (data/progress.json), read at each refresh
         self.refreshes, self.failures = 0, 0
+        self.built = time.monotonic()  # when the snapshot served was built
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._listeners: list = []  # called with each new snapshot before it is swapped in
@@ -409,8 +414,14 @@ class ServingState:
         self._swapped.append(listener)
 
     def refresh(self) -> bool:
-        "Swap in a new snapshot if the workspace changed; True when it did. The job progress is read every time."
+        """Swap in a new snapshot if the workspace changed; True when it did. The job progress is read every time. While
+        a job backfills (20 tickers' files change every second or two), a new snapshot is built at most every
+        `BACKFILL_REFRESH_SECONDS`: each would cost the API and every open page's kernel a reload the backfill needs
+        the cores for (the servers took a quarter of the machine during a first run that refreshed every 2 s)."""
         self.progress = read_progress(self.settings)
+        backfilling = running(self.progress) and self.progress.get("step") == "backfill"
+        if backfilling and time.monotonic() - self.built < BACKFILL_REFRESH_SECONDS:
+            return False
         try:
             if workspace_fingerprint(self.settings) == self.snapshot.fingerprint:
                 return False
@@ -422,7 +433,7 @@ class ServingState:
         for listener in self._listeners:  # e.g. load a new champion before the first request needs it
             listener(snapshot)
         old, self.snapshot = self.snapshot, snapshot  # one reference assignment: readers see the old or the new
-        self.refreshes += 1
+        self.refreshes, self.built = self.refreshes + 1, time.monotonic()
         for listener in self._swapped:
             try:
                 listener(old, snapshot)
