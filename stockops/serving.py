@@ -30,9 +30,9 @@ from .progress import read_progress, running
 from .tracking import champion_in, evidence_path, promotion_log_path, require_champion
 
 # %% auto #0
-__all__ = ['SIGNIFICANCE', 'BACKFILL_REFRESH_SECONDS', 'monitor_days', 'monitor_files', 'workspace_fingerprint',
-           'candidate_table', 'run_candidates', 'backtest_evidence', 'backtest_verdict', 'live_verdict', 'TickerView',
-           'Snapshot', 'load_snapshot', 'ServingState', 'Predictor']
+__all__ = ['SIGNIFICANCE', 'BUSY_REFRESH_SECONDS', 'monitor_days', 'monitor_files', 'workspace_fingerprint', 'candidate_table',
+           'run_candidates', 'backtest_evidence', 'backtest_verdict', 'live_verdict', 'TickerView', 'Snapshot',
+           'load_snapshot', 'ServingState', 'Predictor']
 
 # %% ../nbs/65_serving.ipynb #cdd0b301
 def monitor_days(settings: Settings) -> list[Path]:
@@ -389,7 +389,7 @@ def load_snapshot(settings: Settings, previous: Snapshot | None = None) -> Snaps
                     indices=tuple(settings.indices), runs=runs)  # fmt: skip
 
 # %% ../nbs/65_serving.ipynb #5c334b36
-BACKFILL_REFRESH_SECONDS = 15  # while a job backfills, a new snapshot at most this often
+BUSY_REFRESH_SECONDS = 15  # while a job runs in the workspace, a new snapshot at most this often
 
 
 class ServingState:
@@ -415,12 +415,12 @@ class ServingState:
 
     def refresh(self) -> bool:
         """Swap in a new snapshot if the workspace changed; True when it did. The job progress is read every time. While
-        a job backfills (20 tickers' files change every second or two), a new snapshot is built at most every
-        `BACKFILL_REFRESH_SECONDS`: each would cost the API and every open page's kernel a reload the backfill needs
-        the cores for (the servers took a quarter of the machine during a first run that refreshed every 2 s)."""
+        a job runs (a first run's training and backfill change files every second or two), a new snapshot is built at
+        most every `BUSY_REFRESH_SECONDS`, and at once when it ends: each would cost the API and every open page's
+        kernel a reload the job needs the cores for (the servers took a quarter of the machine during a first run
+        that refreshed every 2 s)."""
         self.progress = read_progress(self.settings)
-        backfilling = running(self.progress) and self.progress.get("step") == "backfill"
-        if backfilling and time.monotonic() - self.built < BACKFILL_REFRESH_SECONDS:
+        if running(self.progress) and time.monotonic() - self.built < BUSY_REFRESH_SECONDS:
             return False
         try:
             if workspace_fingerprint(self.settings) == self.snapshot.fingerprint:
