@@ -1,5 +1,6 @@
 """The store survives a crash mid-write: the previous file stays readable and a rerun completes."""
 
+import json
 import os
 import signal
 import subprocess
@@ -69,5 +70,11 @@ def test_crash_before_any_write_changes_nothing(workspace):
         cwd=workspace.root, env=workspace.env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert crashed.returncode == -signal.SIGKILL
-    assert workspace.files() == before
+    after = workspace.files()
+    stale = json.loads(after.pop("data/workspace.lock"))  # the dead holder's record (the kernel released its lock)
+    assert after == before and (stale["command"], stale["state"]) == ("stockops ingest", "held")
     assert os.listdir(workspace.data / "prices") == ["IBM.parquet"]
+    rerun = workspace.run("ingest", "--tickers", "IBM", "--end", "2012-12-31")  # takes the lock over, says so
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"stockops ingest (pid {stale['pid']}) ended without releasing it" in rerun.stderr, rerun.stderr
+    assert not (workspace.data / "workspace.lock").exists()
