@@ -386,7 +386,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'stockops.lock._missing_folders': ('lock.html#_missing_folders', 'stockops/lock.py'),
                                'stockops.lock._open_locked': ('lock.html#_open_locked', 'stockops/lock.py'),
                                'stockops.lock._record': ('lock.html#_record', 'stockops/lock.py'),
-                               'stockops.lock._say': ('lock.html#_say', 'stockops/lock.py'),
                                'stockops.lock._write': ('lock.html#_write', 'stockops/lock.py'),
                                'stockops.lock.holder_sentence': ('lock.html#holder_sentence', 'stockops/lock.py'),
                                'stockops.lock.lock_holder': ('lock.html#lock_holder', 'stockops/lock.py'),

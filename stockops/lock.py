@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .config import Settings
 from .files import utc_now
-from .progress import _alive
+from .progress import _alive, to_terminal
 
 # %% auto #0
 __all__ = ['WorkspaceBusy', 'lock_path', 'holder_sentence', 'lock_holder', 'workspace_lock']
@@ -46,10 +46,10 @@ def holder_sentence(record: dict, path: Path | str) -> str:
 
 def lock_holder(settings: Settings) -> dict | None:
     "The record of the process holding the workspace lock now, or None when nobody does. Never waits."
-    path = lock_path(settings)
-    if not path.exists():
+    try:
+        descriptor = os.open(lock_path(settings), os.O_RDONLY)
+    except FileNotFoundError:  # nobody holds it (a holder removes the file as it releases)
         return None
-    descriptor = os.open(path, os.O_RDONLY)
     try:
         fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -60,12 +60,7 @@ def lock_holder(settings: Settings) -> dict | None:
         os.close(descriptor)  # closing releases a shared lock it took
 
 # %% ../nbs/08_lock.ipynb #35935853
-_HELD: dict[Path, list] = {}  # lock path -> [descriptor, depth]: what this process holds
-
-
-def _say(line: str) -> None:
-    sys.stderr.write(line + "\n")
-    sys.stderr.flush()
+_HELD: set[Path] = set()  # the locks this process holds
 
 
 def _missing_folders(folder: Path) -> list[Path]:
@@ -108,18 +103,14 @@ def workspace_lock(
     settings: Settings,
     command: str,  # who asks, as the message to another writer names it: "stockops train"
     wait: float | None = None,  # seconds to wait for another writer (default: the lock_wait setting)
-    say: Callable[[str], None] = _say,
+    say: Callable[[str], None] = to_terminal,
 ) -> Iterator[Path]:
     """Hold the workspace lock for the block; `WorkspaceBusy` after `wait` seconds when another process holds it. The
     lock file exists while the lock is held (and after a holder died): a command leaves no file behind, and no data
     folder it created only for its lock."""
     path = lock_path(settings)
-    if path in _HELD:
-        _HELD[path][1] += 1
-        try:
-            yield path
-        finally:
-            _HELD[path][1] -= 1
+    if path in _HELD:  # held by this process already (the flow inside `stockops run`): the outer block releases it
+        yield path
         return
     created = _missing_folders(path.parent)
     descriptor = _open_locked(path, settings.lock_wait if wait is None else wait, say)
@@ -134,11 +125,11 @@ def workspace_lock(
         )
     _write(descriptor, {"command": command, "pid": os.getpid(), "host": socket.gethostname(),
                         "since": str(utc_now()), "state": "held"})  # fmt: skip
-    _HELD[path] = [descriptor, 1]
+    _HELD.add(path)
     try:
         yield path
     finally:
-        del _HELD[path]
+        _HELD.discard(path)
         path.unlink(missing_ok=True)  # still locked: a waiting writer sees the file gone and takes a new one
         for folder in created:  # folders made only for the lock (a refused command writes nothing)
             try:
