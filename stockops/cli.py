@@ -5,6 +5,7 @@
 # %% ../nbs/80_cli.ipynb #b6e4fb97
 from __future__ import annotations
 
+import errno
 import functools
 import inspect
 from pathlib import Path
@@ -13,11 +14,12 @@ from typing import Annotated
 import typer
 
 from .config import BadInput, Settings, load_settings, parse_tickers, set_process_environment
+from .files import DiskFull
 from .lock import WorkspaceBusy, workspace_lock
 
 # %% auto #0
-__all__ = ['app', 'Tickers', 'AsOf', 'Experiment', 'tickers_or_universe', 'stderr_console', 'command', 'stdout_console',
-           'table_of', 'progress', 'main']
+__all__ = ['app', 'Tickers', 'AsOf', 'Experiment', 'tickers_or_universe', 'stderr_console', 'failure', 'command',
+           'stdout_console', 'table_of', 'progress', 'main']
 
 # %% ../nbs/80_cli.ipynb #e78ca2b4
 app = typer.Typer(
@@ -45,6 +47,13 @@ def stderr_console():
     from rich.console import Console
 
     return Console(stderr=True, soft_wrap=True)
+
+
+def failure(error: Exception) -> str:
+    "What failed, for a person: a full disk as `DiskFull` says it (where, how much), anything else with its type."
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC and not isinstance(error, DiskFull):
+        error = DiskFull(Path(error.filename or "."), 0)  # a library's write (MLflow's): what it needed is not known
+    return str(error) if isinstance(error, DiskFull) else f"{type(error).__name__}: {error}"
 
 
 def command(function=None, *, writes: bool = False):
@@ -75,9 +84,7 @@ def command(function=None, *, writes: bool = False):
         except (typer.Exit, typer.Abort):
             raise
         except Exception as error:
-            stderr_console().print(
-                f"[bold red]failed:[/] {type(error).__name__}: {escape(str(error))}", highlight=False
-            )
+            stderr_console().print(f"[bold red]failed:[/] {escape(failure(error))}", highlight=False)
             raise typer.Exit(1) from None
 
     framed.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])

@@ -5,15 +5,19 @@
 # %% ../nbs/05_files.ipynb #ce6cc91e
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import pandas as pd
 
 # %% auto #0
-__all__ = ['utc_now', 'write_parquet_atomic', 'write_text_atomic', 'write_json_atomic', 'append_jsonl', 'read_jsonl']
+__all__ = ['utc_now', 'write_parquet_atomic', 'write_text_atomic', 'write_json_atomic', 'mount_point', 'DiskFull',
+           'require_space', 'append_jsonl', 'read_jsonl']
 
 # %% ../nbs/05_files.ipynb #85c5dac5
 def utc_now() -> pd.Timestamp:
@@ -22,8 +26,12 @@ def utc_now() -> pd.Timestamp:
 
 # %% ../nbs/05_files.ipynb #a949c876
 def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
-    "Write `frame` to `path` so that readers see the old file or the new one, never a partial one."
+    """Write `frame` to `path` so that readers see the old file or the new one, never a partial one. A temporary file
+    that a killed writer of `path` left (`.<name>.*.tmp`) goes first: the store's files are written under the workspace
+    lock (`stockops.lock`), so no other writer is at work on them. Out of space: `DiskFull`, the old file kept."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as sink:
@@ -31,8 +39,12 @@ def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
             sink.flush()
             os.fsync(sink.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            buffer = io.BytesIO()
+            frame.to_parquet(buffer, index=False)  # in memory: how much the file needed
+            raise DiskFull(path, buffer.tell()) from None
         raise
     directory = os.open(path.parent, os.O_RDONLY)
     try:
@@ -60,6 +72,35 @@ def write_text_atomic(path: Path, text: str, mode: int | None = None) -> None:
 def write_json_atomic(path: Path, data) -> None:
     "Write `data` as JSON to `path` through a temporary file and a rename."
     write_text_atomic(path, json.dumps(data, indent=2, default=str))
+
+# %% ../nbs/05_files.ipynb #9f244329
+def mount_point(path: Path) -> Path:
+    "The mount point of the filesystem `path` (or its nearest existing parent) is on."
+    path = Path(path).absolute()
+    while not path.exists():
+        path = path.parent
+    while not os.path.ismount(path):
+        path = path.parent
+    return path
+
+
+class DiskFull(OSError):
+    "No space left on the filesystem of `path` for a write of about `needed` bytes."
+
+    def __init__(self, path: Path, needed: int):
+        free = shutil.disk_usage(mount_point(path)).free
+        super().__init__(errno.ENOSPC, f"no space left on {mount_point(path)} (needed about {needed / 1e6:.1f} MB for "
+                         f"{path}, {free / 1e6:.1f} MB free)")  # fmt: skip
+        self.path, self.needed = Path(path), needed
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def require_space(path: Path, needed: int) -> None:
+    "`DiskFull` unless the filesystem of `path` has `needed` bytes free."
+    if shutil.disk_usage(mount_point(path)).free < needed:
+        raise DiskFull(path, needed)
 
 # %% ../nbs/05_files.ipynb #3df166cf
 def append_jsonl(path: Path, records: list[dict]) -> None:

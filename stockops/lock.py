@@ -20,7 +20,7 @@ from .files import utc_now
 from .progress import _alive, to_terminal
 
 # %% auto #0
-__all__ = ['WorkspaceBusy', 'lock_path', 'holder_sentence', 'lock_holder', 'workspace_lock']
+__all__ = ['WorkspaceBusy', 'lock_path', 'holder_sentence', 'lock_holder', 'holding', 'workspace_lock']
 
 # %% ../nbs/08_lock.ipynb #0f5bbe52
 class WorkspaceBusy(Exception):
@@ -60,7 +60,14 @@ def lock_holder(settings: Settings) -> dict | None:
         os.close(descriptor)  # closing releases a shared lock it took
 
 # %% ../nbs/08_lock.ipynb #35935853
-_HELD: set[Path] = set()  # the locks this process holds
+_HELD: dict[Path, int] = {}  # the locks this process holds, each with the number of its hold
+_HOLDS = [0]  # holds taken by this process so far
+
+
+def holding(settings: Settings) -> int | None:
+    """This process's hold of the workspace lock, a number new with each hold (None: it holds none): what a writer
+    does once per command, such as recovering the MLflow store after a crash (`stockops.tracking`), it does once per hold."""
+    return _HELD.get(lock_path(settings))
 
 
 def _missing_folders(folder: Path) -> list[Path]:
@@ -125,11 +132,12 @@ def workspace_lock(
         )
     _write(descriptor, {"command": command, "pid": os.getpid(), "host": socket.gethostname(),
                         "since": str(utc_now()), "state": "held"})  # fmt: skip
-    _HELD.add(path)
+    _HOLDS[0] += 1
+    _HELD[path] = _HOLDS[0]
     try:
         yield path
     finally:
-        _HELD.discard(path)
+        _HELD.pop(path, None)
         path.unlink(missing_ok=True)  # still locked: a waiting writer sees the file gone and takes a new one
         for folder in created:  # folders made only for the lock (a refused command writes nothing)
             try:

@@ -325,11 +325,11 @@ def _log_run(run: RunbookRun, settings: Settings) -> str:
     "Log the executed notebook, its result and the resolved parameters as an MLflow run."
     import mlflow
 
-    from stockops.tracking import mlflow_client
+    from stockops.tracking import mlflow_client, start_run
 
     mlflow_client(settings)
     name = f"{run.flow}/{run.runbook}" + (f"-{run.ticker}" if run.ticker else "") + f" {run.as_of}"
-    with mlflow.start_run(run_name=name) as active:
+    with start_run(name) as active:
         mlflow.set_tags({"stockops.kind": "runbook", "stockops.runbook": run.runbook, "stockops.flow": run.flow,
                          "stockops.as_of": run.as_of, "stockops.status": run.status})  # fmt: skip
         mlflow.log_params({key: str(value)[:500] for key, value in run.parameters.items()})

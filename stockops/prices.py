@@ -174,9 +174,6 @@ class PriceStore:
         if bars["date"].duplicated().any():
             raise ValueError("upsert takes unique dates; run the health checks first")
         ticker = tickers[0]
-        if self.local:
-            for stale in Path(self.root).glob(f".{ticker}.parquet.*.tmp"):  # left by a crashed writer
-                stale.unlink(missing_ok=True)
         old = self.load(ticker)
         merged = old.merge(bars[["date"]], on="date", how="left", indicator=True)
         overlap_old = old[merged["_merge"].to_numpy() == "both"].set_index("date")

@@ -9,9 +9,12 @@ import contextlib
 import datetime as dt
 import io
 import json
+import os
 import re
+import socket
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,15 +23,17 @@ import pandas as pd
 
 from .config import BadInput, Settings, set_process_environment, validate_ticker
 from .files import append_jsonl, read_jsonl, utc_now
+from .lock import holding
+from .progress import _alive, to_terminal
 
 if TYPE_CHECKING:  # an annotation only: reading a workspace need not import scikit-learn
     from stockops.models import Forecaster
 
 # %% auto #0
-__all__ = ['CHAMPION', 'METRIC_NAMES', 'model_name', 'mlflow_client', 'pip_requirements', 'log_training', 'metric_values',
-           'evidence_path', 'promotion_log_path', 'promotion_log', 'champion_in', 'first_champion_day',
-           'require_champion', 'promotion_records', 'live_champion', 'champion_on', 'champion_version',
-           'sync_champion_alias', 'record_decision']
+__all__ = ['CHAMPION', 'METRIC_NAMES', 'model_name', 'mlflow_client', 'started_by', 'start_run', 'pip_requirements',
+           'log_training', 'metric_values', 'evidence_path', 'promotion_log_path', 'promotion_log', 'champion_in',
+           'first_champion_day', 'require_champion', 'promotion_records', 'live_champion', 'champion_on',
+           'champion_version', 'sync_champion_alias', 'record_decision', 'recover_store']
 
 # %% ../nbs/40_tracking.ipynb #8edb47106e1a46a883d545849b8ab81b
 CHAMPION = "champion"
@@ -45,15 +50,30 @@ _READY: list = [None]  # the (tracking URI, experiment) this process last set ML
 def mlflow_client(settings: Settings):
     """An MlflowClient on the settings' tracking URI (also set as mlflow's current URI), with the experiment created.
     The set-up (two registry queries) runs when the URI or experiment differs from the last call's: a daily routine
-    asks for every ticker, twice a day, a backfill 63 days in a row."""
-    import logging
-
+    asks for every ticker, twice a day, a backfill 63 days in a row. A writer (a process holding the workspace lock)
+    recovers the store once per hold (`recover_store`): the next command after a crash puts it right."""
     import mlflow
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     set_process_environment(settings.mlflow_env())  # an S3-compatible endpoint for s3:// artifacts, when one is set
-    if _READY[0] == (settings.tracking_uri, settings.mlflow_experiment):
-        return mlflow.MlflowClient(settings.tracking_uri)
+    if _READY[0] != (settings.tracking_uri, settings.mlflow_experiment):
+        _set_up(settings)
+    client = mlflow.MlflowClient(settings.tracking_uri)
+    hold = holding(settings)
+    if hold is not None and _RECOVERED.get(settings.tracking_uri) != hold:  # a writer: once per hold of the lock
+        _RECOVERED[settings.tracking_uri] = hold
+        recover_store(client, settings)
+    return client
+
+
+_RECOVERED: dict[str, int] = {}  # tracking URI -> the hold of the workspace lock under which the store was recovered
+
+
+def _set_up(settings: Settings) -> None:
+    import logging
+
+    import mlflow
+
     for noisy in ("mlflow.pyfunc", "mlflow.store.db.utils", "mlflow.tracking._model_registry.client", "alembic"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     mlflow.set_tracking_uri(settings.tracking_uri)
@@ -70,7 +90,18 @@ def mlflow_client(settings: Settings):
                 raise
     mlflow.set_experiment(settings.mlflow_experiment)
     _READY[0] = (settings.tracking_uri, settings.mlflow_experiment)
-    return client
+
+
+def started_by() -> dict[str, str]:
+    "Tags naming the process that runs an MLflow run: after a crash, `recover_store` knows the runs whose process is gone."
+    return {"stockops.pid": str(os.getpid()), "stockops.host": socket.gethostname()}
+
+
+def start_run(name: str):
+    "`mlflow.start_run` for every run this project logs (a training, a runbook): tagged `started_by` its process."
+    import mlflow
+
+    return mlflow.start_run(run_name=name, tags=started_by())
 
 # %% ../nbs/40_tracking.ipynb #7623eae2785240b9bd12b16a66d81610
 def _forecaster_model_class() -> type:
@@ -126,7 +157,8 @@ def log_training(
     figure,  # the backtest plot
     decision: str,  # promoted or kept
 ) -> tuple[str, str]:
-    "Log a training as an MLflow run and register its forecaster; (run id, registered version)."
+    """Log a training into the active run (`start_run`, which the training ends once its decision is on record) and
+    register its forecaster; (run id, registered version)."""
     import joblib
     import matplotlib.pyplot as plt
     import mlflow
@@ -135,12 +167,10 @@ def log_training(
     from stockops.tracking import ForecasterModel  # made on first use (this module's __getattr__)
 
     families, methods = forecaster.families(), {h: m.interval_method for h, m in forecaster.models.items()}
-    name = model_name(ticker)
-    with (
-        mlflow.start_run(run_name=f"train {ticker} {as_of}") as run,
-        tempfile.TemporaryDirectory() as folder,
-        warnings.catch_warnings(),
-    ):
+    name, run = model_name(ticker), mlflow.active_run()
+    if run is None:
+        raise RuntimeError("log_training logs into the run the training started (`start_run`)")
+    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # mlflow's hints about type hints and input examples
         folder = Path(folder)
         mlflow.set_tags(
@@ -302,8 +332,15 @@ def sync_champion_alias(client, settings: Settings, ticker: str) -> None:
         aliased = str(client.get_model_version_by_alias(model_name(ticker), CHAMPION).version)
     except MlflowException:
         aliased = None
-    if aliased != str(record["to_version"]):
-        client.set_registered_model_alias(model_name(ticker), CHAMPION, str(record["to_version"]))
+    _align_alias(client, ticker, record, aliased)
+
+
+def _align_alias(client, ticker: str, record: dict, aliased: str | None) -> bool:
+    "Move the `champion` alias of `ticker` (now at `aliased`) to the version the log's `record` made live; moved or not."
+    if aliased == str(record["to_version"]):
+        return False
+    client.set_registered_model_alias(model_name(ticker), CHAMPION, str(record["to_version"]))
+    return True
 
 # %% ../nbs/40_tracking.ipynb #b43b363d81ae4b689946ece5c682cd59
 def record_decision(
@@ -316,3 +353,60 @@ def record_decision(
     append_jsonl(promotion_log_path(settings), [{"time": str(utc_now()), **record}])  # from here on, to_version is live
     if record["decision"] == "promoted":
         sync_champion_alias(client, settings, record["ticker"])
+
+# %% ../nbs/40_tracking.ipynb #c51b2565
+def recover_store(
+    client,  # `mlflow_client(settings)`
+    settings: Settings,
+    say: Callable[[str], None] = to_terminal,
+) -> list[str]:
+    "Put the store right after a process died in it (above); each repair said in a line, also returned."
+    host, lines = socket.gethostname(), []
+    records = read_jsonl(promotion_log_path(settings))
+    decided = {(record.get("model"), str(record.get("candidate_version"))) for record in records}
+    experiment = client.get_experiment_by_name(settings.mlflow_experiment)
+    running = client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'", max_results=1000)
+    for run in running:
+        tags = run.data.tags
+        if tags.get("stockops.host") != host or _alive(tags.get("stockops.pid")):
+            continue  # another machine's (not known to be gone), or still at work
+        gone = f"its process (pid {tags['stockops.pid']}) ended before the run did"
+        client.set_tag(run.info.run_id, "stockops.killed", f"{gone}; ended KILLED by pid {os.getpid()} at {utc_now()}")
+        client.set_terminated(run.info.run_id, "KILLED")
+        lines.append(f"run {run.info.run_name!r} ({run.info.run_id}) ended KILLED: {gone}")
+        pending = client.search_logged_models([experiment.experiment_id], f"source_run_id = '{run.info.run_id}'")
+        for model in [
+            model for model in pending if str(model.status) == "PENDING"
+        ]:  # killed while its files were written
+            client.finalize_logged_model(model.model_id, "FAILED")
+            lines.append(f"logged model {model.model_id} of that run marked FAILED: its files were not all written")
+        for version in client.search_model_versions(f"run_id = '{run.info.run_id}'"):
+            if (version.name, str(version.version)) not in decided:
+                client.set_model_version_tag(version.name, version.version, "stockops.never_promoted",
+                                             f"its training (run {run.info.run_id}) ended before recording a decision")  # fmt: skip
+                lines.append(f"version {version.version} of {version.name} tagged never promoted: its training "
+                             "ended before recording a decision")  # fmt: skip
+    live = {ticker: champion_in([r for r in records if r.get("ticker") == ticker])
+            for ticker in {record.get("ticker") for record in records}}  # fmt: skip
+    aliases = {model.name: model.aliases.get(CHAMPION) for model in _registered_models(client)}
+    for ticker, record in sorted(live.items()):
+        if record is not None and model_name(ticker) in aliases:
+            aliased = aliases[model_name(ticker)]
+            if _align_alias(client, ticker, record, None if aliased is None else str(aliased)):
+                moved = "set" if aliased is None else f"moved from {aliased}"
+                lines.append(f"champion alias of {model_name(ticker)} {moved} to {record['to_version']}, the version the "
+                             "promotion log made live")  # fmt: skip
+    for line in lines:
+        say(f"recovered: {line}")
+    return lines
+
+
+def _registered_models(client) -> list:
+    "Every registered model of this project (one query a page, aliases included)."
+    models, token = [], None
+    while True:
+        page = client.search_registered_models("name LIKE 'stockops-%'", max_results=1000, page_token=token)
+        models.extend(page)
+        token = page.token
+        if not token:
+            return models

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import pickle
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -28,7 +29,7 @@ from stockops.evaluate import (
 )
 from .experiment import Experiment
 from .features import index_as_known, make_features, make_targets
-from .files import write_json_atomic
+from .files import require_space, write_json_atomic
 from .intervals import INTERVAL_METHODS, conformal_quantile, interval_scale, online_intervals
 from .models import Forecaster, HorizonModel, make_model
 from .pooled import POOLED, PooledEvidence, fit_pooled, pooled_backtest, pooled_rows, rank_ic, stack_tables
@@ -41,6 +42,7 @@ from stockops.tracking import (
     mlflow_client,
     model_name,
     record_decision,
+    start_run,
     sync_champion_alias,
 )
 
@@ -397,17 +399,23 @@ def train_ticker(
     figure = backtest_figure(
         evidence.scored[methods[min(methods)]], ticker, families[min(families)], horizon=min(families)
     )
-    run_id, version = log_training(client, ticker, day, experiment, forecaster, evidence.features,
-                                   served | {"intervals": comparison} | ({"pooled_ic": mine.ic} if mine else {}), figure,
-                                   "promoted" if decision.promote else "kept")  # fmt: skip
-    write_json_atomic(evidence_path(settings, run_id), metric_values(served["metrics"], served["recent_metrics"]))
-    previous = None if before is None else str(before.version)
-    after = version if decision.promote else previous
-    record_decision(client, settings, {"as_of": day, "ticker": ticker, "model": model_name(ticker), "from_version": previous,
-        "to_version": after, "candidate_version": version, "decision": "promoted" if decision.promote else "kept",
-        "reason": decision.reason, "families": families, "candidate_score": decision.candidate_score,
-        "champion_score": decision.champion_score, "dm_p_vs_replaced": decision.p_values, "alpha": experiment.alpha,
-        "recent_window_days": experiment.recent_days, "run_id": run_id})  # fmt: skip
+    if (
+        not settings.mlflow_tracking_uri
+    ):  # the local store: the run, its evidence and the model go under the data folder
+        require_space(settings.artifacts_dir, 2 * len(pickle.dumps(forecaster)) + 2_000_000)  # before writing anything
+    with start_run(f"train {ticker} {day}"):  # ends once the decision is on record: a kill before leaves it RUNNING
+        run_id, version = log_training(client, ticker, day, experiment, forecaster, evidence.features,
+                                       served | {"intervals": comparison} | ({"pooled_ic": mine.ic} if mine else {}),
+                                       figure, "promoted" if decision.promote else "kept")  # fmt: skip
+        write_json_atomic(evidence_path(settings, run_id), metric_values(served["metrics"], served["recent_metrics"]))
+        previous = None if before is None else str(before.version)
+        after = version if decision.promote else previous
+        record_decision(client, settings, {"as_of": day, "ticker": ticker, "model": model_name(ticker),
+            "from_version": previous, "to_version": after, "candidate_version": version,
+            "decision": "promoted" if decision.promote else "kept", "reason": decision.reason, "families": families,
+            "candidate_score": decision.candidate_score, "champion_score": decision.champion_score,
+            "dm_p_vs_replaced": decision.p_values, "alpha": experiment.alpha,
+            "recent_window_days": experiment.recent_days, "run_id": run_id})  # fmt: skip
     return TrainResult(ticker, day, run_id, model_name(ticker), version, families, methods, decision, previous, after,
                        served["metrics"], served["recent_metrics"], comparison, evidence.folds, evidence.notes, forecaster,
                        pooled_ic=None if mine is None else mine.ic)  # fmt: skip
