@@ -50,10 +50,11 @@ def stderr_console():
 
 
 def failure(error: Exception) -> str:
-    "What failed, for a person: a full disk as `DiskFull` says it (where, how much), anything else with its type."
+    """What failed, for a person: this project's own failures (a full disk as `DiskFull` says it, a `BrokenModel`) by
+    their message, anything else (a library's) with its type."""
     if isinstance(error, OSError) and error.errno == errno.ENOSPC and not isinstance(error, DiskFull):
         error = DiskFull(Path(error.filename or "."), 0)  # a library's write (MLflow's): what it needed is not known
-    return str(error) if isinstance(error, DiskFull) else f"{type(error).__name__}: {error}"
+    return str(error) if type(error).__module__.startswith("stockops.") else f"{type(error).__name__}: {error}"
 
 
 def command(function=None, *, writes: bool = False):

@@ -10,7 +10,17 @@ from typing import Annotated
 
 import typer
 
-from .cli import AsOf, Experiment, Tickers, command, progress, stdout_console, table_of, tickers_or_universe
+from stockops.cli import (
+    AsOf,
+    Experiment,
+    Tickers,
+    command,
+    progress,
+    stderr_console,
+    stdout_console,
+    table_of,
+    tickers_or_universe,
+)
 from .config import BadInput, Settings, parse_date, validate_ticker
 
 # %% auto #0
@@ -160,14 +170,22 @@ def forecast(settings: Settings, tickers: Tickers = None, as_of: AsOf = None):
     "Forecast every horizon with the champion (prices, 80/90% intervals) and append to the prediction log."
     symbols = tickers_or_universe(tickers, settings)
     day = parse_date(as_of, "as-of")
+    from stockops.forecast import BrokenModel
     from stockops.forecast import forecast as make_forecast
 
-    console = stdout_console()
+    console, broken = stdout_console(), []
     for ticker in symbols:
-        rows = make_forecast(ticker, day, settings)
+        try:
+            rows = make_forecast(ticker, day, settings)
+        except BrokenModel as error:  # the other tickers are still forecast; the command fails at the end
+            stderr_console().print(f"failed: {error}", highlight=False, markup=False)
+            broken.append(ticker)
+            continue
         console.print(forecast_table(ticker, rows))
         console.print(f"  {trained_line(rows)}")
     console.print(f"prediction log: {settings.data_dir / 'predictions'}")
+    if broken:
+        raise typer.Exit(1)
 
 # %% ../nbs/80b_cli_models.ipynb #1a9e2832
 PROMOTION_COLUMNS = "time as_of decision from_version to_version candidate_score champion_score reason".split()

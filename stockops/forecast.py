@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,11 +19,37 @@ from .prices import require_prices
 from .tracking import mlflow_client, model_name, promotion_records, require_champion
 
 # %% auto #0
-__all__ = ['FORECAST_KEY', 'load_champion', 'forecast_records', 'forecast_rows', 'forecast', 'append_predictions',
-           'prediction_log']
+__all__ = ['FORECASTER_FILE', 'FORECAST_KEY', 'BrokenModel', 'model_fault', 'load_champion', 'forecast_records', 'forecast_rows',
+           'forecast', 'append_predictions', 'prediction_log']
 
 # %% ../nbs/41_forecast.ipynb #26f679b1
 _LOADED: dict[tuple[str, str, str], object] = {}  # (tracking uri, model, version) -> pyfunc, loaded once per process
+FORECASTER_FILE = "artifacts/forecaster.joblib"  # in a registered model's folder: the pickled `Forecaster`
+
+
+class BrokenModel(Exception):
+    "A registered champion whose files cannot be loaded (deleted, truncated, corrupt): a fault of the store, exit 1 or HTTP 503."
+
+    def __init__(self, ticker: str, version: str, fault: str):
+        super().__init__(f"the champion of {ticker} (version {version}) cannot be loaded: {fault}; train it again "
+                         f"(`stockops train --tickers {ticker} --force`) or restore the file")  # fmt: skip
+        self.ticker, self.version, self.fault = ticker, str(version), fault
+
+
+def model_fault(model_version, location: str, error: Exception | None = None) -> str | None:
+    """What is wrong with the files of a registered version at `location` (its download URI), or None when nothing is
+    seen: its forecaster file missing or shorter or longer than when it was logged (the `forecaster_bytes` tag), else
+    what loading it raised."""
+    if location.startswith("file://") or "://" not in location:
+        path = Path(location.removeprefix("file://")) / FORECASTER_FILE
+        logged = model_version.tags.get("forecaster_bytes")
+        if not path.is_file():
+            return f"{path} is missing"
+        if logged is not None and path.stat().st_size != int(logged):
+            return f"{path} has {path.stat().st_size} bytes, {logged} when it was logged (truncated or overwritten)"
+        if error is not None:
+            return f"{path} does not load ({type(error).__name__}: {error})"
+    return None if error is None else f"{location} does not load ({type(error).__name__}: {error})"
 
 
 def load_champion(
@@ -32,15 +59,25 @@ def load_champion(
     day: dt.date | str | None = None,  # default: now
 ):
     """The champion pyfunc of `ticker` and its ModelVersion; `BadInput` when none has been trained, or none was live on
-    `day` (a forecast as of a day uses the champion of that day: a later one was trained on what came after)."""
+    `day` (a forecast as of a day uses the champion of that day: a later one was trained on what came after);
+    `BrokenModel` naming the file when its files cannot be loaded."""
     import mlflow
 
     if version is None:
         version = str(require_champion(promotion_records(settings, ticker), ticker, day)["to_version"])
-    model_version = mlflow_client(settings).get_model_version(model_name(ticker), str(version))
+    client = mlflow_client(settings)
+    model_version = client.get_model_version(model_name(ticker), str(version))
     key = (settings.tracking_uri, model_version.name, str(model_version.version))
     if key not in _LOADED:
-        _LOADED[key] = mlflow.pyfunc.load_model(f"models:/{model_version.name}/{model_version.version}")
+        location = client.get_model_version_download_uri(model_version.name, model_version.version)
+        fault = model_fault(model_version, location)  # a truncated file can unpickle into garbage: look first
+        if fault is None:
+            try:
+                _LOADED[key] = mlflow.pyfunc.load_model(f"models:/{model_version.name}/{model_version.version}")
+            except Exception as error:
+                fault = model_fault(model_version, location, error)
+        if fault is not None:
+            raise BrokenModel(ticker, model_version.version, fault)
     return _LOADED[key], model_version
 
 # %% ../nbs/41_forecast.ipynb #1b4c0267

@@ -24,7 +24,7 @@ from .config import BadInput, Settings, validate_ticker
 from .evaluate import format_p
 from .features import known_at_close, make_features
 from .files import read_jsonl, utc_now
-from .forecast import forecast_records, load_champion, prediction_log
+from .forecast import BrokenModel, forecast_records, load_champion, prediction_log
 from .prices import VALUE_COLUMNS, PriceStore
 from .progress import read_progress, running
 from .tracking import champion_in, evidence_path, promotion_log_path, require_champion
@@ -400,6 +400,7 @@ class ServingState:
         self.snapshot = snapshot or load_snapshot(settings)
         self.progress = read_progress(settings)  # the latest job's record (data/progress.json), read at each refresh
         self.refreshes, self.failures = 0, 0
+        self.broken: dict[tuple[str, str], str] = {}  # champions whose files do not load (the `Predictor` records them)
         self.built = time.monotonic()  # when the snapshot served was built
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -460,27 +461,37 @@ class ServingState:
 class Predictor:
     "Champions loaded once per worker, by the version a snapshot names; forecasts from a view's stored prices on demand."
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, broken: dict | None = None):
         self.settings = settings
         self._models: dict[tuple[str, str], tuple] = {}  # (ticker, version) -> (forecaster, ModelVersion)
         self._loading = threading.Lock()
+        # (ticker, version) -> what is wrong with the files of a champion that did not load (`/health` reports them);
+        # looked at again with each new snapshot (`warm`), not at each request
+        self.broken: dict[tuple[str, str], str] = {} if broken is None else broken
 
     def champion(self, view: TickerView, version: str | None = None) -> tuple:
         """(forecaster, ModelVersion) of `version` (default: the champion `view` names), loaded on first use; `BadInput`
-        if there is none."""
+        if there is none, `BrokenModel` if its files do not load."""
         version = view.champion_version if version is None else str(version)
         key = (view.ticker, str(version))
         if key not in self._models:
             if version is None:
                 raise BadInput(f"no champion for {view.ticker} yet: run `stockops train --tickers {view.ticker}`")
+            if key in self.broken:
+                raise BrokenModel(view.ticker, version, self.broken[key])
             with self._loading:  # the warm-up thread and a cold request load a model once between them
                 if key not in self._models:
-                    model, version = load_champion(view.ticker, self.settings, version=version)
+                    try:
+                        model, version = load_champion(view.ticker, self.settings, version=version)
+                    except BrokenModel as error:
+                        self.broken[key] = error.fault
+                        raise
                     self._models[key] = (model.unwrap_python_model().forecaster, version)
         return self._models[key]
 
     def warm(self, snapshot: Snapshot) -> None:
         "Load every champion of a new snapshot and build its feature table before requests need them."
+        self.broken.clear()  # a file put right is served again from the next snapshot on
         for view in snapshot.views.values():
             if view.champion_version is not None:
                 try:

@@ -198,6 +198,7 @@ def log_training(
         mlflow.log_figure(figure, "evidence/backtest.png")
         plt.close(figure)
         joblib.dump(forecaster, folder / "forecaster.joblib")
+        size = (folder / "forecaster.joblib").stat().st_size  # a loader tells a truncated file by it
         example = features.tail(3)
         signature = infer_signature(example, forecaster.predict(example).drop(columns=["date"]))
         with contextlib.redirect_stderr(io.StringIO()):  # registration chatter and a progress bar
@@ -208,7 +209,8 @@ def log_training(
     version = str(info.registered_model_version)
     tags = {"families": json.dumps(families), "interval_methods": json.dumps(methods), "as_of": as_of,
             "experiment": experiment.name, "experiment_hash": experiment.fingerprint(),
-            "ticker": ticker, "trained_until": forecaster.trained_until, "run_id": run.info.run_id}  # fmt: skip
+            "ticker": ticker, "trained_until": forecaster.trained_until, "run_id": run.info.run_id,
+            "forecaster_bytes": str(size)}  # fmt: skip
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
     return run.info.run_id, version

@@ -10,11 +10,13 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
+from pathlib import Path
 
 import mlflow
 import pandas as pd
 import pytest
-from conftest import quick_workspace
+from conftest import quick_experiment, quick_workspace
 from test_champion import answers
 
 from stockops.config import load_settings
@@ -153,3 +155,67 @@ def test_a_full_disk_is_exit_1_saying_where_and_how_much_and_changes_nothing(wor
         assert workspace.run("train", "--tickers", "IBM", "--as-of", "2012-12-31", timeout=300).returncode == 0
     finally:
         subprocess.run(["umount", str(workspace.data)], check=True)
+
+
+def test_a_broken_champion_is_never_served(workspace):
+    "IBM's new champion is cut in half on disk: 503 for IBM's /predict only, reported by /health and /metrics, exit 1."
+    from fastapi.testclient import TestClient
+
+    from stockops.api import create_app
+    from stockops.forecast import FORECASTER_FILE, forecast
+    from stockops.ingest import ingest
+    from stockops.training import train_ticker
+
+    quick_workspace(workspace.root)
+    settings = load_settings(env={}).replace(data_dir=workspace.data, reports_dir=workspace.reports)
+    experiment = quick_experiment(settings)
+    ingest("sample", "IBM,MSFT,^GSPC", end="2013-03-01", settings=settings)
+    for ticker in ("IBM", "MSFT"):
+        assert train_ticker(ticker, "2012-06-29", experiment, settings).champion_after == "1"
+        forecast(ticker, "2013-03-01", settings)
+    predict = {"ticker": "IBM", "as_of": "2013-03-01"}
+    with TestClient(create_app(settings, refresh=False)) as client:
+        assert client.post("/predict", json=predict).json()["model_version"] == "1"
+        retrained = train_ticker("IBM", "2012-12-31", experiment, settings, force=True)
+        assert (retrained.champion_before, retrained.champion_after) == ("1", "2")
+        registry = mlflow.MlflowClient(settings.tracking_uri)
+        folder = registry.get_model_version_download_uri("stockops-ibm", "2").removeprefix("file://")
+        model_file = Path(folder) / FORECASTER_FILE
+        whole = model_file.read_bytes()
+        model_file.write_bytes(whole[: len(whole) // 2])  # a copy cut short
+        assert client.app.state.serving.refresh()  # the running API sees the new champion
+
+        answer = client.post("/predict", json=predict)
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["detail"].startswith(
+            f"the champion of IBM (version 2) cannot be loaded: {model_file} has {len(whole) // 2} bytes, {len(whole)} "
+        )
+        assert client.post("/predict", json=predict | {"ticker": "MSFT"}).status_code == 200  # the others are served
+        assert client.get("/forecast/IBM").json()["model_version"] == "1"  # the forecasts it has: still served
+        health = client.get("/health").json()
+        assert health["status"] == "degraded" and [(u["ticker"], u["version"]) for u in health["unavailable"]] == [
+            ("IBM", "2")
+        ]
+        assert 'stockops_model_unavailable{ticker="IBM",version="2"} 1.0' in client.get("/metrics").text
+
+    with TestClient(
+        create_app(settings, refresh=False)
+    ) as restarted:  # a restart starts, and says what it cannot serve
+        for _ in range(300):
+            if restarted.get("/health").json()["unavailable"]:
+                break
+            time.sleep(0.1)
+        assert restarted.get("/health").json()["unavailable"][0]["fault"].startswith(f"{model_file} has ")
+        assert restarted.post("/predict", json=predict | {"ticker": "MSFT"}).status_code == 200
+        assert restarted.post("/predict", json=predict).status_code == 503
+
+    batch = workspace.run("forecast", "--tickers", "IBM,MSFT")
+    assert batch.returncode == 1, batch.stderr
+    assert "MSFT: close" in batch.stdout and "IBM: close" not in batch.stdout  # MSFT forecast, IBM not
+    said = " ".join(batch.stderr.split())
+    assert said.startswith("failed: the champion of IBM (version 2) cannot be loaded: ") and "Traceback" not in said
+
+    model_file.write_bytes(whole)  # put right: served again from the next snapshot
+    with TestClient(create_app(settings, refresh=False)) as healed:
+        assert healed.post("/predict", json=predict).json()["model_version"] == "2"
+        assert healed.get("/health").json()["status"] == "ok"

@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 import stockops
 from . import events, forecasts, market, models, monitoring, runs, system
 from ..config import BadInput, Settings, is_loopback, load_settings
+from ..forecast import BrokenModel
 from ..serving import Predictor, ServingState
 
 # %% ../../nbs/70_api.ipynb #007ba02f
@@ -47,12 +48,17 @@ async def _bad_input(request: Request, error: BadInput) -> JSONResponse:
     return JSONResponse({"detail": str(error)}, status_code=422)
 
 
+async def _unavailable(request: Request, error: BrokenModel) -> JSONResponse:
+    "A champion whose files do not load: the store's fault, 503 for that ticker (the others are served)."
+    return JSONResponse({"detail": str(error)}, status_code=503)
+
+
 def create_app(settings: Settings | None = None, state: ServingState | None = None, refresh: bool = True) -> FastAPI:
     "The stockops API over the workspace of `settings`; `refresh=False` serves one snapshot (tests)."
     settings = settings or load_settings()
     check_binding(settings)
     state = state or ServingState(settings)
-    predictor = Predictor(settings)
+    predictor = Predictor(settings, broken=state.broken)  # what does not load is reported by /health
 
     def prepare(snapshot) -> None:
         forecasts.prebuild_forecasts(snapshot)  # milliseconds: the bytes /forecast serves
@@ -80,6 +86,7 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
         app.include_router(router)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(BadInput, _bad_input)
+    app.add_exception_handler(BrokenModel, _unavailable)
     settings.reports_dir.mkdir(parents=True, exist_ok=True)
     app.mount("/reports", StaticFiles(directory=settings.reports_dir), name="reports")
     requests = system.instrument(app, state)  # request rate, errors and latency per route; the stockops gauges
