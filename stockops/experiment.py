@@ -80,6 +80,14 @@ def _number(section: dict, key: str, default, kind: type, where: str):
     return kind(value)
 
 
+def _known(section, known: tuple[str, ...], where: str) -> dict:
+    "A table whose keys are all `known` (a misspelt key would be ignored: the default would be used, unsaid)."
+    _need(isinstance(section, dict), where, f"expected a table, got {section!r}")
+    unknown = sorted(set(section) - set(known))
+    _need(not unknown, where, f"unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    return section
+
+
 def _families(section: dict, where: str) -> dict[str, dict]:
     "A `[models]` or `[pooled]` section, each family checked by building it: a built-in family or an estimator path."
     families = {}
@@ -132,20 +140,33 @@ def load_experiment(path: Path | str | None = None, settings: Settings | None = 
             start = start if isinstance(start, dt.date) else dt.date.fromisoformat(str(start))
         except ValueError:
             raise BadInput(f"{path} start: expected a date like 2003-01-02, got {start!r}") from None
-    splits = dict(raw.get("splits", {}))
+    _need(isinstance(raw.get("name", ""), str), f"{path} name", f"expected text, got {raw.get('name')!r}")
+    splits = dict(
+        _known(raw.get("splits", {}), ("window", "min_train", "step", "train_size", "gap"), f"{path} [splits]")
+    )
+    for key in ("min_train", "step", "train_size", "gap"):
+        if key in splits:
+            splits[key] = _number(splits, key, None, int, f"{path} [splits]")
     try:
         WalkForward(horizon=max(horizons), **splits)
     except (TypeError, ValueError) as error:
         raise BadInput(f"{path} [splits]: {error}") from None
     models, pooled = (_families(raw.get(section, {}), f"{path} [{section}") for section in ("models", "pooled"))
-    gate, intervals = raw.get("gate", {}), raw.get("intervals", {})
+    gate = _known(raw.get("gate", {}), ("recent_days", "margin", "alpha"), f"{path} [gate]")
+    intervals = _known(
+        raw.get("intervals", {}), ("levels", "calibration_window", "min_calibration"), f"{path} [intervals]"
+    )
+    levels = intervals.get("levels", (0.8, 0.9))
+    _need(isinstance(levels, list | tuple) and all(isinstance(level, int | float) and not isinstance(level, bool)
+                                                    for level in levels),
+          f"{path} [intervals] levels", f"expected a list of numbers like [0.8, 0.9], got {levels!r}")  # fmt: skip
     experiment = Experiment(
         name=str(raw.get("name", path.stem)), horizons=horizons, index=index, start=start, splits=splits, models=models,
         pooled=pooled,
         recent_days=_number(gate, "recent_days", 252, int, f"{path} [gate]"),
         margin=_number(gate, "margin", 0.01, float, f"{path} [gate]"),
         alpha=_number(gate, "alpha", 0.05, float, f"{path} [gate]"),
-        levels=tuple(float(level) for level in intervals.get("levels", (0.8, 0.9))),
+        levels=tuple(float(level) for level in levels),
         calibration_window=_number(intervals, "calibration_window", 1000, int, f"{path} [intervals]"),
         min_calibration=_number(intervals, "min_calibration", 100, int, f"{path} [intervals]"), source=str(path),
     )  # fmt: skip

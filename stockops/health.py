@@ -11,13 +11,15 @@ import numpy as np
 import pandas as pd
 
 from .calendar import coverage_start, exchange_calendar, trading_days
+from .files import utc_now
 from .prices import PRICE_COLUMNS, VALUE_COLUMNS
 
 # %% auto #0
-__all__ = ['OHLC_TOLERANCE', 'JUMP_LOG_RETURN', 'SPLIT_GAP', 'HealthReport', 'check_bars']
+__all__ = ['OHLC_TOLERANCE', 'MAX_PRICE', 'JUMP_LOG_RETURN', 'SPLIT_GAP', 'HealthReport', 'check_bars']
 
 # %% ../nbs/12_health.ipynb #14128b39
 OHLC_TOLERANCE = 1e-3  # relative slack for high/low consistency (vendor rounding)
+MAX_PRICE = 1e9  # above it a price is a file's error (1e308, a misplaced volume): the dearest share trades near 1e6
 JUMP_LOG_RETURN = 0.3  # |log return| of close above this is a jump worth a look (about -26% / +35%)
 SPLIT_GAP = 0.2  # ... and a split when the adjusted close moved this much less (in log terms)
 
@@ -54,7 +56,7 @@ class HealthReport:
             "rows_in": self.rows_in, "rows_good": len(self.good), "rows_rejected": len(self.rejected),
             "reasons": self.reasons(),
             "rejected": [{"date": None if pd.isna(d) else str(pd.Timestamp(d).date()), "reason": r}
-                         for d, r in zip(self.rejected["date"], self.rejected["reason"], strict=True)][:200],
+                         for d, r in zip(self.rejected["date"][:200], self.rejected["reason"][:200], strict=True)],
             "missing_days": len(self.missing_days),
             "missing_days_first": [str(day.date()) for day in self.missing_days[:10]],
             "warnings": self.warnings,
@@ -75,15 +77,20 @@ def _row_problems(bars: pd.DataFrame, calendar_code: str) -> pd.Series:
         for position in np.flatnonzero(np.asarray(mask, dtype=bool)):
             reasons[position].append(text)
 
-    dates = bars["date"]
+    dates, today = bars["date"], pd.Timestamp(utc_now().date())  # no exchange has closed a day after UTC's today
     flag(dates.isna(), "unparseable date")
-    sessions = trading_days(calendar_code, dates.min(), dates.max()) if dates.notna().any() else pd.DatetimeIndex([])
-    flag(dates.notna() & ~dates.isin(sessions), f"not a trading day ({calendar_code})")
+    flag(dates > today, f"in the future (after {today.date()})")
+    past = dates.where(dates <= today)
+    sessions = trading_days(calendar_code, past.min(), past.max()) if past.notna().any() else pd.DatetimeIndex([])
+    flag(past.notna() & ~past.isin(sessions), f"not a trading day ({calendar_code})")
     provided = _provided(bars)
     for column in provided:
         flag(bars[column].isna(), f"missing {column}")
+    for column in provided:
+        flag(np.isinf(bars[column]), f"non-finite {column}")
     for column in [c for c in PRICE_COLUMNS if c in provided]:
         flag(bars[column] <= 0, f"non-positive {column}")
+        flag(np.isfinite(bars[column]) & (bars[column] > MAX_PRICE), f"implausible {column} (above {MAX_PRICE:.0e})")
     if "volume" in provided:
         flag(bars["volume"] < 0, "negative volume")
     if {"high", "low"} <= set(provided):
@@ -99,16 +106,17 @@ def _row_problems(bars: pd.DataFrame, calendar_code: str) -> pd.Series:
 
 def _duplicates(bars: pd.DataFrame, problems: pd.Series) -> pd.Series:
     "Reject repeated dates: extra copies of identical rows, and every copy when the values conflict."
-    problems = problems.copy()
-    dated = bars[bars["date"].notna()]
-    repeated = dated[dated["date"].duplicated(keep=False)]
-    for _, group in repeated.groupby("date"):
-        identical = len(group[VALUE_COLUMNS].drop_duplicates()) == 1
-        victims = group.index[1:] if identical else group.index
-        text = "duplicate date" if identical else "duplicate date with conflicting values"
-        for index in victims:
-            problems[index] = f"{problems[index]}; {text}" if problems[index] else text
-    return problems
+    repeated = bars["date"].notna() & bars["date"].duplicated(keep=False)
+    if not repeated.any():
+        return problems
+    copies = bars.loc[repeated, ["date", *VALUE_COLUMNS]]
+    versions = copies.drop_duplicates().groupby("date").size()  # distinct value rows per repeated date
+    conflicting = repeated & (bars["date"].map(versions) > 1)
+    extra = repeated & ~conflicting & bars["date"].duplicated(keep="first")
+    text = pd.Series("", index=bars.index).mask(extra, "duplicate date")
+    text = text.mask(conflicting, "duplicate date with conflicting values")
+    both = (problems != "") & (text != "")
+    return problems.mask(text != "", text).mask(both, problems + "; " + text)
 
 # %% ../nbs/12_health.ipynb #b81d98df
 def _jump_warnings(good: pd.DataFrame, previous: pd.DataFrame | None, closes_adjusted: bool = False) -> list[str]:

@@ -5,6 +5,7 @@
 # %% ../nbs/08_lock.ipynb #ca473d40
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -15,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .config import Settings
+from .config import Settings, SettingsError
 from .files import utc_now
 from .progress import _alive, to_terminal
 
@@ -120,7 +121,13 @@ def workspace_lock(
         yield path
         return
     created = _missing_folders(path.parent)
-    descriptor = _open_locked(path, settings.lock_wait if wait is None else wait, say)
+    try:
+        descriptor = _open_locked(path, settings.lock_wait if wait is None else wait, say)
+    except OSError as error:  # the data folder cannot be made or written: the setting is wrong (exit 2), say which
+        if error.errno not in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST):
+            raise
+        origin = settings.origins.get("data_dir", "default")
+        raise SettingsError(f"{origin}: data_dir = {settings.data_dir}: cannot be written ({error.strerror})") from None
     previous = _record(descriptor)
     if (
         previous.get("state") == "held"

@@ -21,9 +21,9 @@ from .files import utc_now
 from .prices import VALUE_COLUMNS, PriceDataError, SourceUnavailable, make_bars
 
 # %% auto #0
-__all__ = ['SAMPLE_STOCKS', 'SAMPLE_INDICES', 'YAHOO_FIELDS', 'COLUMN_ALIASES', 'MISSING', 'SP500_STOCKS', 'bundled',
-           'SampleSource', 'yahoo_frame_to_bars', 'YahooSource', 'read_price_csv', 'read_price_folder', 'CsvSource',
-           'Sp500Source']
+__all__ = ['SAMPLE_STOCKS', 'SAMPLE_INDICES', 'YAHOO_FIELDS', 'COLUMN_ALIASES', 'MISSING', 'SEPARATORS', 'SP500_STOCKS',
+           'bundled', 'SampleSource', 'yahoo_frame_to_bars', 'YahooSource', 'read_price_csv', 'read_price_folder',
+           'CsvSource', 'Sp500Source']
 
 # %% ../nbs/10a_sources.ipynb #b0a681e9
 def _clip(bars: pd.DataFrame, start: dt.date | None, end: dt.date | None) -> pd.DataFrame:
@@ -236,38 +236,91 @@ def _parse_dates(values: pd.Series) -> pd.Series:
 MISSING = {"", "null", "-", "nan", "na", "n/a", "none"}  # how files write "no value": the health checks drop such rows
 
 
-def _parse_numbers(values: pd.Series) -> tuple[pd.Series, pd.Series]:
-    "Numbers (float64, NaN where missing) and a mask of the values that are text, not numbers and not missing."
-    text = values.astype("string").str.strip().str.replace(r"[$,\s]", "", regex=True).fillna("")
+def _parse_numbers(values: pd.Series, decimal_comma: bool = False) -> tuple[pd.Series, pd.Series]:
+    """Numbers (float64, NaN where missing) and a mask of the values that are text, not numbers and not missing.
+    `decimal_comma`: `1.234,56` (a European spreadsheet's export) is 1234.56; else `1,234.56` is."""
+    text = values.astype("string").str.strip()
+    if decimal_comma:
+        text = text.str.replace(r"[.\s]", "", regex=True).str.replace(",", ".", regex=False)
+    text = text.str.replace(r"[$,\s]", "", regex=True).fillna("")
     missing = text.str.lower().isin(MISSING)
     numbers = pd.to_numeric(text.where(~missing), errors="coerce").astype("float64")
     return numbers, numbers.isna() & ~missing
 
 # %% ../nbs/10a_sources.ipynb #188c9c77
-def _read_table(path: Path) -> pd.DataFrame:
+SEPARATORS = ",;\t|"  # what files from spreadsheets and other locales separate fields with
+
+
+def _sniff(path: Path) -> tuple[str, str, list[str]]:
+    """(encoding, separator, header fields) of a text file: UTF-8 (a byte-order mark skipped), UTF-16 or UTF-32 by its mark;
+    the separator the header line uses most. Binary data and other encodings are refused."""
+    import gzip
+
+    with (gzip.open if path.name.endswith(".gz") else open)(path, "rb") as source:
+        try:
+            sample = source.read(65536)
+        except (OSError, EOFError) as error:  # a .gz that is not gzip, or cut short
+            raise PriceDataError(f"{path.name} is not price data: cannot decompress it ({error})") from None
+    if sample.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
+        encoding = "utf-32"
+    elif sample.startswith((b"\xff\xfe", b"\xfe\xff")):
+        encoding = "utf-16"
+    elif b"\x00" in sample:
+        raise PriceDataError(f"{path.name} is not price data: it is binary, not text (a spreadsheet? save it as CSV)")
+    else:
+        encoding = "utf-8-sig"
     try:
-        frame = pd.read_csv(path, dtype=str, skipinitialspace=True, keep_default_na=False)
+        text = sample.decode(encoding)
+    except UnicodeDecodeError as error:
+        if len(sample) < 65536 or error.start < len(sample) - 4:  # not a character cut at the end of the sample
+            raise PriceDataError(f"{path.name} is not price data: it is not UTF-8, UTF-16 or UTF-32 text (byte "
+                                 f"{error.start}: {sample[error.start:error.start + 1]!r})") from None  # fmt: skip
+        text = sample[: error.start].decode(encoding)
+    header = text.splitlines()[0] if text.strip() else ""
+    separator = max(SEPARATORS, key=header.count) if any(s in header for s in SEPARATORS) else ","
+    return encoding, separator, [field.strip().strip('"') for field in header.split(separator)]
+
+
+def _no_repeats(path: Path, fields: list[str]) -> None:
+    "Refuse a header with a column twice (pandas would rename the second `Close.1`, and one of them be ignored)."
+    keys = [_column_key(field) for field in fields if field]
+    repeated = sorted({field for field in fields if field and keys.count(_column_key(field)) > 1})
+    if repeated:
+        raise PriceDataError(f"{path.name} has repeated column name(s) {', '.join(map(repr, repeated))}: which one is "
+                             "meant cannot be told; keep one of each")  # fmt: skip
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    encoding, separator, fields = _sniff(path)
+    read = dict(dtype=str, keep_default_na=False, encoding=encoding, sep=separator)
+    try:
+        frame = pd.read_csv(path, skipinitialspace=True, **read)
     except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as error:
         raise PriceDataError(f"{path.name} is not price data: cannot read it as CSV ({error})") from None
     first = _column_key(frame.columns[0]) if len(frame.columns) else ""
     if first == "price" and len(frame) and _column_key(frame.iloc[0, 0]) == "ticker":  # yfinance .to_csv() layout
-        header = pd.read_csv(path, dtype=str, header=None, nrows=2, keep_default_na=False)
-        body = pd.read_csv(path, dtype=str, header=None, skiprows=3, keep_default_na=False)
+        header = pd.read_csv(path, header=None, nrows=2, **read)
+        body = pd.read_csv(path, header=None, skiprows=3, **read)
         parts = []
         for symbol in dict.fromkeys(header.iloc[1, 1:]):
             columns = [0] + [i for i in range(1, header.shape[1]) if header.iloc[1, i] == symbol]
             part = body[columns].set_axis(["Date"] + [header.iloc[0, i] for i in columns[1:]], axis=1)
             parts.append(part.assign(Ticker=symbol))
         frame = pd.concat(parts, ignore_index=True)
+    else:  # the yfinance layout repeats each field once per ticker; any other file must not
+        _no_repeats(path, fields)
+    frame.attrs["separator"] = separator
     return frame
 
 
 def _parsed(path: Path, frame: pd.DataFrame, found: dict[str, str]) -> pd.DataFrame:
     "The `found` columns parsed: dates, numbers (`close` from `adj_close` when the file has no close)."
     parsed, text = pd.DataFrame({"date": _parse_dates(frame[found["date"]])}), {}
+    prices = frame[found.get("close", found.get("adj_close"))]
+    decimal_comma = frame.attrs.get("separator", ",") != "," and prices.str.contains(",", regex=False).any()
     for field_name in VALUE_COLUMNS:
         if field_name in found:
-            parsed[field_name], text[found[field_name]] = _parse_numbers(frame[found[field_name]])
+            parsed[field_name], text[found[field_name]] = _parse_numbers(frame[found[field_name]], decimal_comma)
     if "close" not in parsed:
         parsed["close"] = parsed["adj_close"]
         parsed.attrs["closes_adjusted"] = True  # a jump in these closes is a move (or an error), never a split

@@ -105,7 +105,12 @@ NOT_PRICES = {
     "temperatures.csv": ("date,celsius\n2013-01-02,3.5\n", "no close or adjusted close column"),
     "words.csv": ("date,close\nmonday,high\ntuesday,low\nwednesday,mid\n", "only 0 of 3 rows"),
     "header-only.csv": ("Date,Open,High,Low,Close,Adj Close,Volume\n", "has a header but no rows"),
-    "image.csv": (bytes(range(256)) * 8, "cannot read it as CSV"),
+    "image.csv": (bytes(range(256)) * 8, "it is binary, not text"),
+    "latin-1.csv": (
+        "Date,Close,Note\n2013-01-02,1.5,caf\xe9\n".encode("latin-1"),
+        "is not UTF-8, UTF-16 or UTF-32 text",
+    ),
+    "twice.csv": ("Date,Close,Close\n2013-01-02,1.5,1.6\n", "repeated column name(s) 'Close'"),
 }
 
 
@@ -164,3 +169,37 @@ def test_text_in_a_price_column_exits_2_naming_column_and_lines(workspace, febru
         in result.stderr
     )
     assert workspace.files() == before
+
+
+def hostile_files(folder: Path, bars: pd.DataFrame) -> dict[str, dict]:
+    "The same real bars as other tools, locales and accidents write them; what each ingest must report (reasons)."
+    export = yahoo_export(bars)
+    export.to_csv(folder / "excel-unicode.csv", index=False, encoding="utf-16", sep="\t")
+    export.to_csv(folder / "german.csv", index=False, sep=";", decimal=",")
+    odd = export.astype({"Close": object, "Date": object})
+    odd.loc[2, "Close"], odd.loc[3, "Close"], odd.loc[4, "Close"] = "inf", "1e308", "-inf"
+    odd.loc[len(odd)] = ["2099-01-05", *odd.iloc[0, 1:]]  # a Monday, far ahead
+    odd.to_csv(folder / "odd.csv", index=False)
+    copies = 50_000_000 // len(export.to_csv(index=False)) + 1  # 50 MB of the same month over and over
+    pd.concat([export] * copies).to_csv(folder / "repeated.csv", index=False)
+    today = str(dt.datetime.now(dt.UTC).date())
+    return {
+        "excel-unicode.csv": {},
+        "german.csv": {},
+        "odd.csv": {"close outside [low, high]": 3, "non-finite close": 2, "implausible close (above 1e+09)": 1,
+                    "non-positive close": 1, f"in the future (after {today})": 1},
+        "repeated.csv": {"duplicate date": (copies - 1) * len(export)},
+    }  # fmt: skip
+
+
+def test_hostile_and_odd_files_ingest_their_good_rows_with_a_report(workspace, february, tmp_path):
+    for name, reasons in hostile_files(tmp_path, february).items():
+        result = workspace.run(
+            "ingest", "--source", "csv", "--path", str(tmp_path / name), "--tickers", "MSFT", "--refresh"
+        )
+        assert result.returncode == 0, (name, result.stderr)
+        health = last_report(workspace)["health"][0]
+        assert health["reasons"] == reasons, (name, health["reasons"])
+        assert health["rows_good"] == len(february) - (3 if name == "odd.csv" else 0), name
+        stored = pd.read_parquet(workspace.data / "prices" / "MSFT.parquet")
+        assert np.allclose(stored["close"], february["close"]), name  # the decimal commas, the UTF-16: same prices
