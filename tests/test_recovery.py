@@ -219,3 +219,23 @@ def test_a_broken_champion_is_never_served(workspace):
     with TestClient(create_app(settings, refresh=False)) as healed:
         assert healed.post("/predict", json=predict).json()["model_version"] == "2"
         assert healed.get("/health").json()["status"] == "ok"
+
+
+def test_a_data_dir_that_is_a_file_or_read_only_is_exit_2_naming_the_setting(workspace):
+    (workspace.root / "notes.txt").write_text("not a folder")
+    as_file = workspace.run("ingest", "--tickers", "IBM", extra_env={"STOCKOPS_DATA_DIR": "notes.txt"})
+    assert as_file.returncode == 2, as_file.stderr
+    assert (
+        f"env STOCKOPS_DATA_DIR: data_dir = 'notes.txt': {workspace.root}/notes.txt is a file, not a folder"
+        in " ".join(as_file.stderr.split())
+    )
+    workspace.data.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(workspace.data)], check=True)
+    try:
+        read_only = workspace.run("ingest", "--tickers", "IBM")
+        assert read_only.returncode == 2, read_only.stderr
+        said = " ".join(read_only.stderr.split())
+        assert f"data_dir = {workspace.data}: cannot be written (Read-only file system)" in said, said
+        assert workspace.run("status").returncode == 0  # a reader reads it
+    finally:
+        subprocess.run(["umount", str(workspace.data)], check=True)

@@ -84,6 +84,7 @@ PROBLEMS = {
     403: "training over the API is disabled (no api_token configured)",
     404: "not stored, or never forecast (a market index)",
     409: "not ready yet: no champion or no forecast for this ticker (or a running job is still bringing it)",
+    413: "the request body is over 1 MB (no request to this API needs that much)",
     422: "invalid request: a malformed ticker, date or horizon",
     503: "the server cannot answer now (its own fault, not the request's)",
 }

@@ -222,7 +222,7 @@ def predict_body(predictor: Predictor, view: TickerView, request: PredictRequest
     return forecast_answer(view, records, window_days).model_dump_json().encode()
 
 
-@router.post("/predict", response_model=Forecast, responses=problems(400, 404, 409, 422, 503))
+@router.post("/predict", response_model=Forecast, responses=problems(400, 404, 409, 413, 422, 503))
 async def predict(request: PredictRequest, snapshot: SnapshotDep, state: StateDep, predictor: PredictorDep) -> Response:
     "Forecast on demand from a stored day's close with the champion (not logged)."
     view = find_view(request.ticker, snapshot, state)

@@ -55,7 +55,7 @@ class RunInfo(BaseModel):
     response_model=RunInfo,
     status_code=202,
     dependencies=[TokenDep],
-    responses=problems(400, 401, 403, 404, 409, 422),
+    responses=problems(400, 401, 403, 404, 409, 413, 422),
 )
 def train(request: TrainRequest, settings: SettingsDep, snapshot: SnapshotDep, launcher: LauncherDep) -> RunInfo:
     "Start the training flow for some tickers (bearer token); returns the run id at once. Poll GET /runs/{id}."
