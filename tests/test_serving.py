@@ -649,3 +649,44 @@ def test_dashboard_token_is_required_when_set(served):
     assert refused.status_code == 302 and refused.headers["location"].startswith("/login")
     allowed = httpx.get(f"{base}/voila/render/forecast.ipynb?token=letmein", follow_redirects=False, timeout=120)
     assert allowed.status_code == 200 and "voila" in allowed.text.lower()
+
+
+TRAVERSALS = [  # after GHSA-2q59-h24c-w6fg: dot segments plain, encoded and double-encoded, under each of Voila's routes
+    "/voila/render/../../settings.ini", "/voila/render/%2e%2e/%2e%2e/settings.ini",
+    "/voila/render/%252e%252e/%252e%252e/settings.ini", "/voila/render/..%2f..%2fsettings.ini",
+    "/voila/render/..%252f..%252fsettings.ini", "/voila/render/....//....//settings.ini",
+    "/voila/render/forecast.ipynb/../../../settings.ini", "/voila/render/../10_prices.ipynb",
+    "/voila/render/%2e%2e/10_prices.ipynb", "/voila/render//etc/passwd", "/voila/files/../../settings.ini",
+    "/voila/files/%2e%2e/%2e%2e/settings.ini", "/voila/files/..%2f..%2fsettings.ini", "/voila/files/../10_prices.ipynb",
+    "/voila/files//etc/passwd", "/voila/files/%2fetc%2fpasswd", "/voila/files/forecast.ipynb",
+    "/voila/static/../../../../../../etc/passwd", "/voila/static/%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+    "/voila/static/..%2f..%2f..%2f..%2f..%2f..%2fetc%2fpasswd", "/voila/static/%252e%252e/%252e%252e/%252e%252e/etc/passwd",
+    "/voila/static//etc/passwd", "/voila/tree/..", "/voila/tree/%2e%2e", "/voila/api/contents/..", "/files/../../settings.ini",
+]  # fmt: skip
+SECRETS = (
+    b"[stockops]",
+    b"root:x:0:0",
+    b"default_exp prices",
+)  # settings.ini, /etc/passwd, a notebook beside dashboards
+
+
+def test_voila_never_reads_outside_the_dashboards_folder(served):
+    "Each path sent as is (no client normalises it), each redirect followed: 4xx, and none of the files' contents."
+    import http.client
+
+    port = free_port()
+    process = served.start("dashboard", "--port", str(port))
+    wait_until(lambda: get(f"http://127.0.0.1:{port}/voila/static/voila.js", 2)[0] == 200, 90, "Voila", process)
+    answers = {}
+    for path in TRAVERSALS:
+        for _ in range(3):  # a redirect, then where it points
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            connection.request("GET", path)
+            response = connection.getresponse()
+            body = response.read()
+            assert not any(secret in body for secret in SECRETS), (path, body[:300])
+            if response.status not in (301, 302):
+                break
+            path = response.getheader("location")
+        answers[path] = response.status
+    assert all(400 <= status < 500 for status in answers.values()), answers
