@@ -690,3 +690,29 @@ def test_voila_never_reads_outside_the_dashboards_folder(served):
             path = response.getheader("location")
         answers[path] = response.status
     assert all(400 <= status < 500 for status in answers.values()), answers
+
+
+def test_oversized_and_deeply_nested_requests_are_4xx_at_once_and_memory_stays_flat(served):
+    base, process = served.api()
+    worker = int(
+        subprocess.run(["pgrep", "-P", str(process.pid), "-n"], capture_output=True, text=True).stdout or process.pid
+    )
+
+    def resident_mb() -> float:
+        return int(Path(f"/proc/{worker}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+    json_body = {"Content-Type": "application/json"}
+    assert get(f"{base}/predict", 30, json_body, b'{"ticker": "IBM"}')[0] == 200
+    before = resident_mb()
+    started = time.monotonic()
+    for _ in range(10):
+        try:  # a 1 MB query: uvicorn refuses the request line (400), or closes the connection while it is sent
+            assert get(f"{base}/history/IBM?start=" + "2" * 1_000_000, 30)[0] == 400
+        except urllib.error.URLError as error:
+            assert isinstance(error.reason, ConnectionResetError | BrokenPipeError), error
+        huge = get(f"{base}/predict", 30, json_body, b'{"ticker": "IBM", "x": "' + b"a" * 10_000_000 + b'"}')
+        assert huge == (413, {"detail": "request body over 1000000 bytes: no request to this API needs that much"})
+        nested = b'{"ticker": "IBM", "horizons": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+        assert get(f"{base}/predict", 30, json_body, nested)[0] == 400
+    assert time.monotonic() - started < 20, "each refusal comes at once"
+    assert resident_mb() - before < 30, (before, resident_mb())

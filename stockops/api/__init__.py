@@ -45,6 +45,7 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         length = dict(scope["headers"]).get(b"content-length", b"0")
         if not length.isdigit() or int(length) > self.limit:
+            await self._drain(receive)
             return await self._refuse(send)
         received, over = 0, False
 
@@ -64,6 +65,15 @@ class BodyLimit:
                 await self._refuse(send)
 
         await self.app(scope, counted, answered)
+
+    async def _drain(self, receive, most: int = 64 * MAX_BODY_BYTES) -> None:
+        "Read and drop the body (up to `most` bytes), so that a client still sending it reads the 413, not a reset."
+        drained = 0
+        while drained <= most:
+            message = await receive()
+            drained += len(message.get("body", b""))
+            if message["type"] != "http.request" or not message.get("more_body"):
+                return
 
     async def _refuse(self, send) -> None:
         body = json.dumps({"detail": f"request body over {self.limit} bytes: no request to this API needs that much"})
