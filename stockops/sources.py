@@ -6,10 +6,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -21,9 +22,9 @@ from .files import utc_now
 from .prices import VALUE_COLUMNS, PriceDataError, SourceUnavailable, make_bars
 
 # %% auto #0
-__all__ = ['SAMPLE_STOCKS', 'SAMPLE_INDICES', 'YAHOO_FIELDS', 'COLUMN_ALIASES', 'MISSING', 'SEPARATORS', 'SP500_STOCKS',
-           'bundled', 'SampleSource', 'yahoo_frame_to_bars', 'YahooSource', 'read_price_csv', 'read_price_folder',
-           'CsvSource', 'Sp500Source']
+__all__ = ['SAMPLE_STOCKS', 'SAMPLE_INDICES', 'YAHOO_FIELDS', 'COLUMN_ALIASES', 'MISSING', 'SEPARATORS', 'CHUNK_ROWS',
+           'SP500_STOCKS', 'bundled', 'SampleSource', 'yahoo_frame_to_bars', 'YahooSource', 'read_price_csv',
+           'read_price_folder', 'CsvSource', 'Sp500Source']
 
 # %% ../nbs/10a_sources.ipynb #b0a681e9
 def _clip(bars: pd.DataFrame, start: dt.date | None, end: dt.date | None) -> pd.DataFrame:
@@ -290,52 +291,84 @@ def _no_repeats(path: Path, fields: list[str]) -> None:
                              "meant cannot be told; keep one of each")  # fmt: skip
 
 
-def _read_table(path: Path) -> pd.DataFrame:
+CHUNK_ROWS = 100_000  # rows of text parsed at a time: a large file's memory is its numbers, not its text
+
+
+def _read_table(path: Path) -> Iterator[pd.DataFrame]:
+    "The file's rows as text, `CHUNK_ROWS` at a time (the yfinance layout at once); the first chunk has its columns."
     encoding, separator, fields = _sniff(path)
     read = dict(dtype=str, keep_default_na=False, encoding=encoding, sep=separator)
     try:
-        frame = pd.read_csv(path, skipinitialspace=True, **read)
+        head = pd.read_csv(path, skipinitialspace=True, nrows=2, **read)
+        first = _column_key(head.columns[0]) if len(head.columns) else ""
+        if first == "price" and len(head) and _column_key(head.iloc[0, 0]) == "ticker":  # yfinance .to_csv() layout
+            header = pd.read_csv(path, header=None, nrows=2, **read)
+            body = pd.read_csv(path, header=None, skiprows=3, **read)
+            parts = []
+            for symbol in dict.fromkeys(header.iloc[1, 1:]):
+                columns = [0] + [i for i in range(1, header.shape[1]) if header.iloc[1, i] == symbol]
+                part = body[columns].set_axis(["Date"] + [header.iloc[0, i] for i in columns[1:]], axis=1)
+                parts.append(part.assign(Ticker=symbol))
+            yield pd.concat(parts, ignore_index=True)
+            return
+        _no_repeats(path, fields)  # the yfinance layout repeats each field once per ticker; any other file must not
+        empty = True
+        for chunk in pd.read_csv(path, skipinitialspace=True, chunksize=CHUNK_ROWS, **read):
+            chunk.attrs["separator"], empty = separator, False
+            yield chunk
+        if empty:  # a header without rows
+            yield head.iloc[:0]
     except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as error:
         raise PriceDataError(f"{path.name} is not price data: cannot read it as CSV ({error})") from None
-    first = _column_key(frame.columns[0]) if len(frame.columns) else ""
-    if first == "price" and len(frame) and _column_key(frame.iloc[0, 0]) == "ticker":  # yfinance .to_csv() layout
-        header = pd.read_csv(path, header=None, nrows=2, **read)
-        body = pd.read_csv(path, header=None, skiprows=3, **read)
-        parts = []
-        for symbol in dict.fromkeys(header.iloc[1, 1:]):
-            columns = [0] + [i for i in range(1, header.shape[1]) if header.iloc[1, i] == symbol]
-            part = body[columns].set_axis(["Date"] + [header.iloc[0, i] for i in columns[1:]], axis=1)
-            parts.append(part.assign(Ticker=symbol))
-        frame = pd.concat(parts, ignore_index=True)
-    else:  # the yfinance layout repeats each field once per ticker; any other file must not
-        _no_repeats(path, fields)
-    frame.attrs["separator"] = separator
-    return frame
 
 
-def _parsed(path: Path, frame: pd.DataFrame, found: dict[str, str]) -> pd.DataFrame:
-    "The `found` columns parsed: dates, numbers (`close` from `adj_close` when the file has no close)."
-    parsed, text = pd.DataFrame({"date": _parse_dates(frame[found["date"]])}), {}
-    prices = frame[found.get("close", found.get("adj_close"))]
-    decimal_comma = frame.attrs.get("separator", ",") != "," and prices.str.contains(",", regex=False).any()
+def _parse_fields(frame: pd.DataFrame, found: dict[str, str], decimal_comma: bool) -> tuple[pd.DataFrame, dict]:
+    "The `found` columns of one chunk parsed (dates, numbers), and per column the mask of its values that are text."
+    parsed, text = pd.DataFrame({"date": _parse_dates(frame[found["date"]])}, index=frame.index), {}
     for field_name in VALUE_COLUMNS:
         if field_name in found:
             parsed[field_name], text[found[field_name]] = _parse_numbers(frame[found[field_name]], decimal_comma)
-    if "close" not in parsed:
-        parsed["close"] = parsed["adj_close"]
-        parsed.attrs["closes_adjusted"] = True  # a jump in these closes is a move (or an error), never a split
-    usable = parsed["date"].notna() & (parsed["close"] > 0)
-    if usable.mean() < 0.5:
-        raise PriceDataError(
-            f"{path.name} is not price data: only {int(usable.sum())} of {len(parsed)} rows have a valid date and a positive close"
-        )
-    for column, bad in text.items():  # a typo in a price file is the user's to fix, not a row to drop quietly
-        if bad.any():
-            lines = ", ".join(f"line {i + 2} ({frame[column].iloc[i]!r})" for i in bad.to_numpy().nonzero()[0][:3])
-            raise PriceDataError(
-                f"{path.name}: column {column!r} has {int(bad.sum())} value(s) that are not numbers: {lines}"
+    return parsed, text
+
+
+class _Parsed:
+    "A file's fields parsed chunk by chunk, its text-not-numbers counted with the first lines of each column."
+
+    def __init__(self, path: Path, found: dict[str, str], decimal_comma: bool):
+        self.path, self.found, self.decimal_comma = path, found, decimal_comma
+        self.pieces, self.bad = [], {}  # column -> [count, first (line, value)s]
+
+    def add(self, frame: pd.DataFrame) -> None:
+        parsed, text = _parse_fields(frame, self.found, self.decimal_comma)
+        self.pieces.append(parsed)
+        for column, bad in text.items():
+            seen = self.bad.setdefault(column, [0, []])
+            seen[0] += int(bad.sum())
+            seen[1].extend(
+                (index + 2, frame[column][index]) for index in frame.index[bad.to_numpy()][: 3 - len(seen[1])]
             )
-    return parsed
+
+    def result(self) -> pd.DataFrame:
+        "Every chunk's rows (`close` from `adj_close` when the file has no close), checked."
+        parsed = pd.concat(self.pieces, ignore_index=True) if len(self.pieces) > 1 else self.pieces[0]
+        parsed = parsed.reset_index(drop=True)
+        if "close" not in parsed:
+            parsed["close"] = parsed["adj_close"]
+            parsed.attrs["closes_adjusted"] = True  # a jump in these closes is a move (or an error), never a split
+        usable = parsed["date"].notna() & (parsed["close"] > 0)
+        if usable.mean() < 0.5:
+            raise PriceDataError(f"{self.path.name} is not price data: only {int(usable.sum())} of {len(parsed)} rows "
+                                 "have a valid date and a positive close")  # fmt: skip
+        for column, (
+            count,
+            first,
+        ) in self.bad.items():  # a typo in a price file is the user's to fix, not a row to drop
+            if count:
+                lines = ", ".join(f"line {line} ({value!r})" for line, value in first)
+                raise PriceDataError(
+                    f"{self.path.name}: column {column!r} has {count} value(s) that are not numbers: {lines}"
+                )
+        return parsed
 
 
 def _wide(frame: pd.DataFrame, date: str, ticker: str | None) -> dict[str, str]:
@@ -365,11 +398,13 @@ def read_price_csv(
     ticker: str | None = None,  # the ticker when the file has no ticker/symbol column
     named: str | None = None,  # the ticker a file without one is named for (a folder's file name), when no `ticker`
 ) -> dict[str, pd.DataFrame]:
-    "Raw columns of a user's price file, per ticker: `date` parsed, numbers parsed; rows that do not parse are kept as NaN/NaT for the health checks."
+    """Raw columns of a user's price file, per ticker: `date` parsed, numbers parsed; rows that do not parse are kept as
+    NaN/NaT for the health checks. Read `CHUNK_ROWS` at a time: what stays in memory is numbers."""
     path = Path(path)
     if not path.is_file():
         raise BadInput(f"no such file: {path}")
-    frame = _read_table(path)
+    chunks = _read_table(path)
+    frame = next(chunks)  # the first rows: the file's columns, and what its numbers look like
     keys = {_column_key(column): column for column in frame.columns}
     found = {}
     for field_name, aliases in COLUMN_ALIASES.items():
@@ -383,20 +418,30 @@ def read_price_csv(
         raise PriceDataError(f"{path.name} is not price data: no date column (columns: {columns})")
     if frame.empty:
         raise PriceDataError(f"{path.name} has a header but no rows")
+    fields = {None: {key: column for key, column in found.items() if key != "ticker"}}
     if "close" not in found and "adj_close" not in found:
         wide = _wide(frame, found["date"], ticker or named)
         if not wide:
             raise PriceDataError(
                 f"{path.name} is not price data: no close or adjusted close column (columns: {columns})"
             )
-        return _pick(
-            {t: _parsed(path, frame, {"date": found["date"], "adj_close": c}) for t, c in wide.items()}, ticker, path
-        )
-    parsed = _parsed(path, frame, found)
+        fields = {t: {"date": found["date"], "adj_close": c} for t, c in wide.items()}
+    prices = frame[found.get("close", found.get("adj_close", next(iter(fields.values())).get("adj_close")))]
+    decimal_comma = frame.attrs.get("separator", ",") != "," and prices.str.contains(",", regex=False).any()
+    parts, symbols = {key: _Parsed(path, wanted, decimal_comma) for key, wanted in fields.items()}, []
+    for chunk in itertools.chain([frame], chunks):
+        for part in parts.values():
+            part.add(chunk)
+        if "ticker" in found:
+            symbols.append(chunk[found["ticker"]].str.strip().str.upper().astype("category"))
+    if "close" not in found and "adj_close" not in found:
+        return _pick({t: part.result() for t, part in parts.items()}, ticker, path)
+    parsed = parts[None].result()
     parsed.attrs["ignored_columns"] = [str(c) for c in frame.columns if c not in found.values()]  # OpenInt, Dividends
     if "ticker" in found:
-        symbols = frame[found["ticker"]].str.strip().str.upper()
-        groups = {validate_ticker(s): part.reset_index(drop=True) for s, part in parsed.groupby(symbols, sort=False)}
+        symbols = pd.concat(symbols, ignore_index=True)
+        groups = {validate_ticker(s): part.reset_index(drop=True)
+                  for s, part in parsed.groupby(symbols, sort=False, observed=True)}  # fmt: skip
         for part in groups.values():
             part.attrs = dict(parsed.attrs)  # each ticker's part keeps what the file said (its ignored columns)
         return _pick(groups, ticker, path)
