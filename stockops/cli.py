@@ -38,8 +38,8 @@ Experiment = Annotated[Path | None, typer.Option(help="experiment TOML; default:
 
 
 def tickers_or_universe(tickers: str | None, settings: Settings) -> list[str]:
-    "The `--tickers` a user gave (validated), else the universe setting."
-    return parse_tickers(tickers) if tickers else list(settings.universe)
+    "The `--tickers` a user gave (validated: `--tickers ''` is no tickers, exit 2), else the universe setting."
+    return list(settings.universe) if tickers is None else parse_tickers(tickers)
 
 # %% ../nbs/80_cli.ipynb #5ba52e50
 def stderr_console():

@@ -172,6 +172,14 @@ def forecast(settings: Settings, tickers: Tickers = None, as_of: AsOf = None):
     day = parse_date(as_of, "as-of")
     from stockops.forecast import BrokenModel
     from stockops.forecast import forecast as make_forecast
+    from stockops.prices import PriceStore, require_prices
+    from stockops.tracking import promotion_records, require_champion
+
+    stored = set(PriceStore.from_settings(settings).tickers())
+    for ticker in symbols:  # every ticker forecastable before any is forecast: a refusal writes nothing
+        if ticker not in stored:
+            require_prices(ticker, settings)
+        require_champion(promotion_records(settings, ticker), ticker, day)
 
     console, broken = stdout_console(), []
     for ticker in symbols:
@@ -195,11 +203,13 @@ PROMOTION_COLUMNS = "time as_of decision from_version to_version candidate_score
 def models(settings: Settings, ticker: Annotated[str, typer.Argument(help="the ticker, e.g. AAPL")]):
     "Show a ticker's champion, its evidence against naive, and the promotion history."
     ticker = validate_ticker(ticker)
+    from stockops.prices import require_prices
     from stockops.tracking import champion_version, mlflow_client, promotion_log
 
     version = champion_version(settings, ticker)
     console = stdout_console()
     if version is None:
+        require_prices(ticker, settings)  # a ticker never stored: exit 2 saying so
         console.print(f"no champion for {ticker} yet: run `stockops train --tickers {ticker}`")
         return
     console.print(

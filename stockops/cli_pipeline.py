@@ -116,7 +116,7 @@ def run_daily(
     from stockops.config import SOURCES, environment_value, parse_tickers
 
     day = parse_date(as_of, "as-of")
-    symbols = ",".join(parse_tickers(tickers)) if tickers else ""
+    symbols = "" if tickers is None else ",".join(parse_tickers(tickers))  # --tickers '': exit 2
     if source is not None and source not in SOURCES:
         raise BadInput(f"unknown source {source!r}: use {', '.join(SOURCES)}")
     prefect_environment(settings)

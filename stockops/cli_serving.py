@@ -23,7 +23,7 @@ def serve(
     host: Annotated[
         str | None, typer.Option(help="address to bind (default: api_host); not loopback needs api_token")
     ] = None,
-    port: Annotated[int | None, typer.Option(help="port (default: api_port)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default: api_port)", min=1, max=65535)] = None,
     workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
 ):
     "Serve the REST API (OpenAPI at /docs, Prometheus metrics at /metrics)."
@@ -78,7 +78,7 @@ def voila_command(
 @command
 def dashboard(
     settings: Settings,
-    port: Annotated[int | None, typer.Option(help="port (default: dashboard_port)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default: dashboard_port)", min=1, max=65535)] = None,
     token: Annotated[str | None, typer.Option(help="require this token (?token=...); default: none")] = None,
     host: Annotated[str, typer.Option(help="address to bind; not loopback needs --token")] = "127.0.0.1",
     base_url: Annotated[str, typer.Option(help="URL prefix behind a proxy, e.g. /dashboards/")] = "/",

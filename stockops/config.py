@@ -425,7 +425,7 @@ def find_settings_file(start: Path | None = None) -> Path | None:
     folder = Path(start or Path.cwd()).resolve()
     for candidate in [folder, *folder.parents]:
         path = candidate / SETTINGS_FILE
-        if path.is_file() and re.search(r"^\[stockops\]", path.read_text(), re.MULTILINE):
+        if path.is_file() and re.search(rb"^\[stockops\]", path.read_bytes(), re.MULTILINE):  # its text: `_read_file`
             return path
     return None
 
@@ -436,6 +436,8 @@ def _read_file(path: Path) -> dict[str, str]:
         parser.read(path)
     except configparser.Error as error:
         raise SettingsError(f"{path}: not a valid settings file: {error}") from error
+    except UnicodeDecodeError as error:
+        raise SettingsError(f"{path}: not a settings file: not UTF-8 text (byte {error.start})") from None
     if not parser.has_section(SECTION):
         raise SettingsError(f"{path}: no [{SECTION}] section")
     values = dict(parser.items(SECTION))

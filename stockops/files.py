@@ -38,6 +38,9 @@ def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
             frame.to_parquet(sink, index=False)
             sink.flush()
             os.fsync(sink.fileno())
+        os.chmod(
+            temporary, 0o644
+        )  # the store is read by every process of the workspace: the API may run as another user
         os.replace(temporary, path)
     except BaseException as error:
         Path(temporary).unlink(missing_ok=True)

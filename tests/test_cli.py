@@ -22,6 +22,25 @@ def test_help_on_every_command(workspace, command):
     assert result.returncode == 0, result.stderr
     assert "Usage: stockops" in result.stdout
     assert not workspace.data.exists()
+    (workspace.root / "settings.ini").write_bytes(b"[stockops]\nsource = \xff\xfe sample\n")
+    result = workspace.run("status")
+    assert result.returncode == 2, result.stderr
+    assert f"{workspace.root / 'settings.ini'}: not a settings file: not UTF-8 text" in result.stderr
+
+
+def test_forecast_of_a_ticker_it_cannot_forecast_writes_nothing(workspace):
+    "`forecast --tickers IBM,MSFT` with no champion for MSFT: exit 2 before IBM's rows are logged (they were)."
+    from conftest import QUICK
+
+    (workspace.root / "experiments").mkdir()
+    (workspace.root / "experiments" / "baseline.toml").write_text(QUICK)
+    assert workspace.run("ingest", "--tickers", "IBM,MSFT,^GSPC").returncode == 0
+    assert workspace.run("train", "--tickers", "IBM", timeout=300).returncode == 0
+    before = workspace.files()
+    result = workspace.run("forecast", "--tickers", "IBM,MSFT")
+    assert result.returncode == 2, result.stderr
+    assert "no champion model for MSFT yet" in result.stderr
+    assert not (workspace.data / "predictions").exists() and workspace.files() == before
 
 
 def test_ingest_bundled_data_twice_gives_identical_rows(workspace):
@@ -112,6 +131,19 @@ BAD_INPUT = [
     (["ingest", "--start", "2013-02-01", "--end", "2013-01-01"], "after end"),
     (["ingest", "--start", "yesterday"], "start must be a date"),
     (["ingest", "--frobnicate"], "No such option"),
+    (["ingest", "--tickers", ""], "no tickers given"),
+    (["train", "--tickers", ""], "no tickers given"),  # was: the whole universe
+    (["train", "--tickers", " , "], "no tickers given"),
+    (
+        ["serve", "--port", "83632"],
+        "Invalid value for '--port': Input should be less than or equal to 65535",
+    ),  # was: announced, another port bound
+    (
+        ["serve", "--port", "-1"],
+        "Invalid value for '--port': Input should be greater than or equal to 1",
+    ),  # was: exit 3
+    (["dashboard", "--port", "70000"], "Invalid value for '--port': Input should be less than or equal to 65535"),
+    (["models", "ZZZZ"], "no stored prices for ZZZZ"),  # was: exit 0
 ]
 
 
