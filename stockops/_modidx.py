@@ -382,6 +382,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
             'stockops.ingest': { 'stockops.ingest.IngestReport': ('ingest.html#ingestreport', 'stockops/ingest.py'),
                                  'stockops.ingest.IngestReport.table': ('ingest.html#ingestreport.table', 'stockops/ingest.py'),
                                  'stockops.ingest.TickerIngest': ('ingest.html#tickeringest', 'stockops/ingest.py'),
+                                 'stockops.ingest._report_path': ('ingest.html#_report_path', 'stockops/ingest.py'),
                                  'stockops.ingest.findings': ('ingest.html#findings', 'stockops/ingest.py'),
                                  'stockops.ingest.ingest': ('ingest.html#ingest', 'stockops/ingest.py'),
                                  'stockops.ingest.make_source': ('ingest.html#make_source', 'stockops/ingest.py'),

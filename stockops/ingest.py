@@ -80,6 +80,16 @@ def read_ingest_log(settings: Settings) -> pd.DataFrame:
     return pd.DataFrame(read_jsonl(settings.data_dir / "ingest_log.jsonl"))
 
 # %% ../nbs/13_ingest.ipynb #57e6d3b0
+def _report_path(settings: Settings, source_name: str) -> Path:
+    "A new report's path, named by the time to the millisecond: two ingests in one second keep both reports."
+    now = pd.Timestamp.now(tz="UTC")
+    while True:
+        name = f"{now.strftime('%Y%m%dT%H%M%S')}{now.microsecond // 1000:03d}Z-{source_name}.json"
+        if not (settings.reports_dir / "ingest" / name).exists():
+            return settings.reports_dir / "ingest" / name
+        now += pd.Timedelta(milliseconds=1)
+
+
 def ingest(
     source: str | None = None,  # sp500, sample, yahoo or csv; default: settings.source
     tickers: str | Iterable[str] | None = None,  # default: universe + indices (csv: the file's tickers)
@@ -164,8 +174,7 @@ def ingest(
         report.tickers.append(line)
         if progress:
             progress(f"stored {ticker}", len(report.tickers), len(tickers))
-    stamp = started.strftime("%Y%m%dT%H%M%SZ")
-    report.report_path = settings.reports_dir / "ingest" / f"{stamp}-{source_name}.json"
+    report.report_path = _report_path(settings, source_name)
     write_json_atomic(
         report.report_path,
         {
