@@ -36,24 +36,32 @@ class HealthReport:
     missing_days: list[pd.Timestamp] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # checks skipped for lack of a field, columns ignored: not problems
+    repeated: int = 0  # exact copies of rows dropped as the file was read: rejected as duplicate dates, counted here
+
+    @property
+    def rows_rejected(self) -> int:
+        return len(self.rejected) + self.repeated
 
     @property
     def status(self) -> str:
-        if len(self.rejected):
+        if self.rows_rejected:
             return "rejected rows"
         return "warnings" if self.missing_days or self.warnings else "ok"
 
     def reasons(self) -> dict[str, int]:
         "How many rows were rejected for each reason."
-        if self.rejected.empty:
-            return {}
-        return self.rejected["reason"].str.split("; ").explode().value_counts().to_dict()
+        counts = (
+            {} if self.rejected.empty else self.rejected["reason"].str.split("; ").explode().value_counts().to_dict()
+        )
+        if self.repeated:
+            counts["duplicate date"] = counts.get("duplicate date", 0) + self.repeated
+        return counts
 
     def summary(self) -> dict:
         "A JSON-ready summary, rejected rows included."
         return {
             "ticker": self.ticker, "calendar": self.calendar, "status": self.status,
-            "rows_in": self.rows_in, "rows_good": len(self.good), "rows_rejected": len(self.rejected),
+            "rows_in": self.rows_in, "rows_good": len(self.good), "rows_rejected": self.rows_rejected,
             "reasons": self.reasons(),
             "rejected": [{"date": None if pd.isna(d) else str(pd.Timestamp(d).date()), "reason": r}
                          for d, r in zip(self.rejected["date"][:200], self.rejected["reason"][:200], strict=True)],
@@ -170,7 +178,9 @@ def check_bars(
                 f"{early} row(s) before calendar coverage ({calendar_code} rules from {covered.date()}): "
                 "checked against weekdays only, kept"
             )
-    return HealthReport(ticker, calendar_code, len(bars), good, rejected, missing, warnings, _notes(bars))
+    repeated = sum(bars.attrs.get("repeated_rows", {}).values())
+    return HealthReport(ticker, calendar_code, len(bars) + repeated, good, rejected, missing, warnings, _notes(bars),
+                        repeated)  # fmt: skip
 
 
 def _notes(bars: pd.DataFrame) -> list[str]:

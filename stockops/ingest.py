@@ -142,8 +142,12 @@ def ingest(
         else:
             bars = fetched[ticker]
             if plan[ticker] is not None:
+                repeated = bars.attrs.get("repeated_rows", {})
                 bars = bars[bars["date"].isna() | (bars["date"] >= pd.Timestamp(plan[ticker]))]
-            line.fetched = len(bars)
+                bars.attrs["repeated_rows"] = {
+                    d: n for d, n in repeated.items() if pd.Timestamp(d) >= pd.Timestamp(plan[ticker])
+                }
+            line.fetched = len(bars) + sum(bars.attrs.get("repeated_rows", {}).values())
             previous = store.load(
                 ticker, end=None if plan[ticker] is None else plan[ticker] - dt.timedelta(days=1)
             ).tail(1)
@@ -162,7 +166,7 @@ def ingest(
             else:
                 line.rows = len(store.load(ticker))
             line.rejected, line.missing_days, line.warnings = (
-                len(health.rejected),
+                health.rows_rejected,
                 len(health.missing_days),
                 len(health.warnings),
             )

@@ -58,6 +58,7 @@ def make_bars(
     bars.attrs["ignored_columns"] = list(
         frame.attrs.get("ignored_columns", [])
     )  # a file's columns that are not bar fields
+    bars.attrs["repeated_rows"] = dict(frame.attrs.get("repeated_rows", {}))  # date -> exact copies dropped as read
     return bars
 
 # %% ../nbs/10_prices.ipynb #e5c85f41
@@ -157,6 +158,8 @@ class PriceStore:
         return dates["date"].max() if dates is not None and len(dates) else None
 
     def _write(self, frame: pd.DataFrame, ticker: str) -> None:
+        frame = frame.copy(deep=False)
+        frame.attrs = {}  # what a batch said of itself (ignored columns, copies dropped) is not stored with the bars
         if self.local:
             write_parquet_atomic(frame, Path(self.path(ticker)))
             return

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .config import BadInput, Settings, validate_ticker
@@ -27,13 +28,22 @@ __all__ = ['SAMPLE_STOCKS', 'SAMPLE_INDICES', 'YAHOO_FIELDS', 'COLUMN_ALIASES', 
            'read_price_folder', 'CsvSource', 'Sp500Source']
 
 # %% ../nbs/10a_sources.ipynb #b0a681e9
-def _clip(bars: pd.DataFrame, start: dt.date | None, end: dt.date | None) -> pd.DataFrame:
-    keep = pd.Series(True, index=bars.index)
+def _within(dates: pd.Series | pd.DatetimeIndex, start, end):
+    "The mask of `dates` from `start` to `end` (either None: open)."
+    keep = np.ones(len(dates), dtype=bool)
     if start is not None:
-        keep &= bars["date"] >= pd.Timestamp(start)
+        keep &= np.asarray(dates >= pd.Timestamp(start))
     if end is not None:
-        keep &= bars["date"] <= pd.Timestamp(end)
-    return bars[keep].reset_index(drop=True)
+        keep &= np.asarray(dates <= pd.Timestamp(end))
+    return keep
+
+
+def _clip(bars: pd.DataFrame, start: dt.date | None, end: dt.date | None) -> pd.DataFrame:
+    clipped = bars[_within(bars["date"], start, end)].reset_index(drop=True)
+    repeated = bars.attrs.get("repeated_rows", {})  # copies dropped while reading: those in range
+    inside = _within(pd.DatetimeIndex(list(repeated)), start, end)
+    clipped.attrs["repeated_rows"] = {day: n for (day, n), keep in zip(repeated.items(), inside, strict=True) if keep}
+    return clipped
 
 # %% ../nbs/10a_sources.ipynb #8368cf43
 SAMPLE_STOCKS = ("AAPL", "MSFT", "IBM", "GOOG", "FB")
@@ -332,26 +342,52 @@ def _parse_fields(frame: pd.DataFrame, found: dict[str, str], decimal_comma: boo
 
 
 class _Parsed:
-    "A file's fields parsed chunk by chunk, its text-not-numbers counted with the first lines of each column."
+    """A file's fields parsed chunk by chunk, its text-not-numbers counted with the first lines of each column. An exact
+    copy of a dated row already read (the same date and values, of the same ticker) is dropped as it is read and
+    counted: the health checks would reject it as a duplicate date, and a file of repeated rows then costs the memory
+    of its distinct rows."""
 
     def __init__(self, path: Path, found: dict[str, str], decimal_comma: bool):
         self.path, self.found, self.decimal_comma = path, found, decimal_comma
         self.pieces, self.bad = [], {}  # column -> [count, first (line, value)s]
+        self.kept, self.copies = (
+            np.empty(0, dtype="uint64"),
+            [],
+        )  # hashes of the dated rows kept; (symbol, date) dropped
 
-    def add(self, frame: pd.DataFrame) -> None:
+    def add(self, frame: pd.DataFrame, symbols: pd.Series | None = None) -> np.ndarray:
+        "Parse a chunk; the mask of its rows kept (not copies), for the caller's columns that go with them."
         parsed, text = _parse_fields(frame, self.found, self.decimal_comma)
-        self.pieces.append(parsed)
         for column, bad in text.items():
             seen = self.bad.setdefault(column, [0, []])
             seen[0] += int(bad.sum())
             seen[1].extend(
                 (index + 2, frame[column][index]) for index in frame.index[bad.to_numpy()][: 3 - len(seen[1])]
             )
+        keyed = parsed if symbols is None else parsed.assign(symbol=symbols.to_numpy())
+        hashes = pd.util.hash_pandas_object(keyed, index=False).to_numpy()
+        dated = parsed["date"].notna().to_numpy()
+        copy = dated & (pd.Series(hashes).duplicated().to_numpy() | np.isin(hashes, self.kept))
+        if copy.any():
+            self.copies.append(pd.DataFrame({"symbol": None if symbols is None else symbols.to_numpy()[copy],
+                                             "date": parsed["date"].to_numpy()[copy]}))  # fmt: skip
+        self.kept = np.union1d(self.kept, hashes[dated & ~copy])
+        self.pieces.append(parsed[~copy])
+        return ~copy
+
+    def repeated(self, symbol: str | None = None) -> dict[str, int]:
+        "How many copies were dropped per date (of `symbol`'s rows, in a file with a ticker column): `repeated_rows`."
+        if not self.copies:
+            return {}
+        copies = pd.concat(self.copies, ignore_index=True)
+        dates = copies["date"] if symbol is None else copies.loc[copies["symbol"] == symbol, "date"]
+        return {str(day.date()): int(count) for day, count in dates.value_counts().sort_index().items()}
 
     def result(self) -> pd.DataFrame:
         "Every chunk's rows (`close` from `adj_close` when the file has no close), checked."
         parsed = pd.concat(self.pieces, ignore_index=True) if len(self.pieces) > 1 else self.pieces[0]
         parsed = parsed.reset_index(drop=True)
+        parsed.attrs["repeated_rows"] = self.repeated()
         if "close" not in parsed:
             parsed["close"] = parsed["adj_close"]
             parsed.attrs["closes_adjusted"] = True  # a jump in these closes is a move (or an error), never a split
@@ -430,10 +466,11 @@ def read_price_csv(
     decimal_comma = frame.attrs.get("separator", ",") != "," and prices.str.contains(",", regex=False).any()
     parts, symbols = {key: _Parsed(path, wanted, decimal_comma) for key, wanted in fields.items()}, []
     for chunk in itertools.chain([frame], chunks):
+        symbol = chunk[found["ticker"]].str.strip().str.upper() if "ticker" in found else None
         for part in parts.values():
-            part.add(chunk)
-        if "ticker" in found:
-            symbols.append(chunk[found["ticker"]].str.strip().str.upper().astype("category"))
+            kept = part.add(chunk, symbol)
+        if symbol is not None:
+            symbols.append(symbol[kept].astype("category"))
     if "close" not in found and "adj_close" not in found:
         return _pick({t: part.result() for t, part in parts.items()}, ticker, path)
     parsed = parts[None].result()
@@ -442,8 +479,9 @@ def read_price_csv(
         symbols = pd.concat(symbols, ignore_index=True)
         groups = {validate_ticker(s): part.reset_index(drop=True)
                   for s, part in parsed.groupby(symbols, sort=False, observed=True)}  # fmt: skip
-        for part in groups.values():
+        for symbol, part in groups.items():
             part.attrs = dict(parsed.attrs)  # each ticker's part keeps what the file said (its ignored columns)
+            part.attrs["repeated_rows"] = parts[None].repeated(symbol)
         return _pick(groups, ticker, path)
     if ticker is None and named is not None:
         return {validate_ticker(named): parsed}
