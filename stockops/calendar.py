@@ -10,11 +10,11 @@ from functools import lru_cache
 
 import pandas as pd
 
-from .config import Settings, validate_ticker
+from .config import Settings, SettingsError, validate_ticker
 
 # %% auto #0
-__all__ = ['CALENDAR_START', 'calendar_name', 'exchange_calendar', 'coverage_start', 'trading_days', 'is_trading_day',
-           'add_trading_days', 'session_closes', 'sessions_closed_after']
+__all__ = ['CALENDAR_START', 'calendar_name', 'exchange_calendar', 'check_calendars', 'coverage_start', 'trading_days',
+           'is_trading_day', 'add_trading_days', 'session_closes', 'sessions_closed_after']
 
 # %% ../nbs/11_calendar.ipynb #c908b1a4
 CALENDAR_START = "1960-01-01"  # exchange-calendars defaults to 20 years back; users bring histories from the 1980s
@@ -42,6 +42,17 @@ def exchange_calendar(code: str):
     except ValueError:  # its rules start later than CALENDAR_START
         bound = type(exchange_calendars.get_calendar(code)).bound_min()
         return exchange_calendars.get_calendar(code, start=bound)
+
+
+def check_calendars(settings: Settings) -> None:
+    "`SettingsError` naming the setting and where it was set, for a calendar code exchange-calendars does not know."
+    import exchange_calendars
+
+    known = set(exchange_calendars.get_calendar_names(include_aliases=True))
+    for key, codes in (("calendar", [settings.calendar]), ("calendars", list(settings.calendars.values()))):
+        if unknown := sorted(set(codes) - known):
+            raise SettingsError(f"{settings.where(key)}: {key}: unknown exchange calendar(s) {', '.join(unknown)} "
+                                "(exchange-calendars codes: XNYS, XLON, XTAI, XTKS, ...)")  # fmt: skip
 
 # %% ../nbs/11_calendar.ipynb #4ef87f7f
 def coverage_start(code: str) -> pd.Timestamp:

@@ -74,6 +74,9 @@ def command(function=None, *, writes: bool = False):
             set_process_environment(settings.mlflow_env(), replace=False)  # before anything here imports MLflow
             if not writes:
                 return function(settings, *args, **kwargs)
+            from stockops.calendar import check_calendars
+
+            check_calendars(settings)  # a code no calendar has: exit 2 before any work, not a failure in the middle
             with workspace_lock(settings, f"stockops {function.__name__}"):
                 return function(settings, *args, **kwargs)
         except WorkspaceBusy as error:

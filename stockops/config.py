@@ -354,6 +354,11 @@ class Settings:
         "Every setting's value by key (without file and origins): two settings are the same workspace when these are equal."
         return {key: getattr(self, key) for key in KEYS}
 
+    def where(self, key: str) -> str:
+        "Where `key` was set, as an error names it: `/work/settings.ini [stockops]`, `env STOCKOPS_DATA_DIR`, `default`."
+        origin = self.origins.get(key, "default")
+        return f"{self.file} [{SECTION}]" if self.file is not None and origin == self.file.name else origin
+
     def describe(self) -> list[tuple[str, str, str]]:
         "(key, value, origin) rows for display; a secret shows as '(set, hidden)'."
         rows = []

@@ -173,9 +173,6 @@ def load_experiment(path: Path | str | None = None, settings: Settings | None = 
     _need(experiment.recent_days > 0, f"{path} [gate] recent_days", "expected a positive number of days")
     _need(0 <= experiment.margin < 0.5, f"{path} [gate] margin", "expected a fraction between 0 and 0.5")
     _need(0 < experiment.alpha < 0.5, f"{path} [gate] alpha", "expected a test level between 0 and 0.5, like 0.05")
-    _need(
-        all(0.5 <= level < 1 for level in experiment.levels),
-        f"{path} [intervals] levels",
-        "expected levels in [0.5, 1)",
-    )
+    _need(sorted(experiment.levels) == [0.8, 0.9], f"{path} [intervals] levels",
+          f"expected [0.8, 0.9], got {list(experiment.levels)}: the 80% and 90% intervals are what is served and judged")  # fmt: skip
     return experiment

@@ -126,8 +126,8 @@ def workspace_lock(
     except OSError as error:  # the data folder cannot be made or written: the setting is wrong (exit 2), say which
         if error.errno not in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST):
             raise
-        origin = settings.origins.get("data_dir", "default")
-        raise SettingsError(f"{origin}: data_dir = {settings.data_dir}: cannot be written ({error.strerror})") from None
+        raise SettingsError(f"{settings.where('data_dir')}: data_dir = {settings.data_dir}: cannot be written "
+                            f"({error.strerror})") from None  # fmt: skip
     previous = _record(descriptor)
     if (
         previous.get("state") == "held"
