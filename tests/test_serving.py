@@ -716,3 +716,20 @@ def test_oversized_and_deeply_nested_requests_are_4xx_at_once_and_memory_stays_f
         assert get(f"{base}/predict", 30, json_body, nested)[0] == 400
     assert time.monotonic() - started < 20, "each refusal comes at once"
     assert resident_mb() - before < 30, (before, resident_mb())
+
+
+def test_an_app_uvicorn_puts_on_a_public_address_without_a_token_refuses_other_machines(served):
+    "`uvicorn stockops.api:serve_app --factory --host 0.0.0.0` (not `stockops serve`, which refuses to start so)."
+    address = subprocess.run(["hostname", "-I"], capture_output=True, text=True).stdout.split()
+    assert address, "the machine needs an address besides loopback for this test"
+    port = free_port()
+    command = [str(STOCKOPS.parent / "python"), "-m", "uvicorn", "stockops.api:serve_app", "--factory", "--host", "0.0.0.0",
+               "--port", str(port)]  # fmt: skip
+    process = subprocess.Popen(command, cwd=served.root, env=served.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, start_new_session=True)  # fmt: skip
+    served.processes.append(process)
+    wait_until(lambda: get(f"http://127.0.0.1:{port}/health", 2)[0] == 200, 90, "uvicorn", process)
+    status, answer = get(f"http://{address[0]}:{port}/forecast/IBM")
+    assert status == 403 and answer["detail"].startswith(f"refusing to serve on {address[0]} with an empty api_token")
+    assert get(f"http://{address[0]}:{port}/health")[0] == 403  # the fast path too
+    assert get(f"http://127.0.0.1:{port}/forecast/IBM")[0] == 200  # this machine is served

@@ -186,10 +186,8 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
     state.on_swap(hub.swapped)
     app.state.stockops_registry.register(events.HubCollector(hub))
     app.add_middleware(BodyLimit)  # before any route reads a body
-    app.add_middleware(
-        PublicGuard, settings=settings
-    )  # an app a server outside `stockops serve` put on a public address
-    app.add_middleware(system.FastPath, state=state, metrics=requests, answers=FAST)  # outermost: the one fast path
+    app.add_middleware(system.FastPath, state=state, metrics=requests, answers=FAST)  # the one fast path
+    app.add_middleware(PublicGuard, settings=settings)  # outermost: an app uvicorn put on a public address
     return app
 
 
