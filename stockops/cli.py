@@ -132,8 +132,16 @@ def progress(label_width: int = 32):
     return Progress(*columns, console=stderr_console(), transient=True)
 
 # %% ../nbs/80_cli.ipynb #ce97c43c
+def _stop(signum, frame):
+    raise KeyboardInterrupt  # a service manager's stop (SIGTERM) is a Ctrl-C: the same clean-up runs
+
+
 def main():
-    "Entry point of the `stockops` console script."
+    """Entry point of the `stockops` console script. SIGTERM stops a command as Ctrl-C does (`up` and `dashboard` stop
+    the servers they started; a writer's atomic writes leave the old files or the new)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _stop)
     app(prog_name="stockops")
 
 # %% ../nbs/80_cli.ipynb #b637556a

@@ -94,7 +94,16 @@ def dashboard(
     query = f"?token={token}" if token else ""
     where = f"http://{host}:{port}{base_url}voila/render"
     print(f"dashboards: {where}/forecast.ipynb{query} and {where}/monitor.ipynb{query}", flush=True)
-    raise typer.Exit(subprocess.call(command_line, env=child_environment(settings)))  # the kernels see these settings
+    voila = subprocess.Popen(command_line, env=child_environment(settings))  # the kernels see these settings
+    try:
+        raise typer.Exit(voila.wait())
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (`main`): Voila stops, and its kernels with it
+        voila.terminate()
+        try:
+            voila.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            voila.kill()
+        print("stopped: dashboards", flush=True)
 
 # %% ../nbs/80d_cli_serving.ipynb #7781b5c4
 def _services(settings: Settings) -> dict[str, tuple[list[str], str]]:

@@ -733,3 +733,14 @@ def test_an_app_uvicorn_puts_on_a_public_address_without_a_token_refuses_other_m
     assert status == 403 and answer["detail"].startswith(f"refusing to serve on {address[0]} with an empty api_token")
     assert get(f"http://{address[0]}:{port}/health")[0] == 403  # the fast path too
     assert get(f"http://127.0.0.1:{port}/forecast/IBM")[0] == 200  # this machine is served
+
+
+def test_sigterm_to_the_dashboard_command_stops_voila(served):
+    "As a service manager stops it (was: Voila went on serving)."
+    port = free_port()
+    process = served.start("dashboard", "--port", str(port))
+    wait_until(lambda: get(f"http://127.0.0.1:{port}/voila/static/voila.js", 2)[0] == 200, 90, "Voila", process)
+    process.send_signal(signal.SIGTERM)  # to the stockops process only, not its group
+    assert process.wait(timeout=60) == 0
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/voila/static/voila.js", timeout=2)
