@@ -744,3 +744,29 @@ def test_sigterm_to_the_dashboard_command_stops_voila(served):
     assert process.wait(timeout=60) == 0
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/voila/static/voila.js", timeout=2)
+
+
+def test_sigterm_to_up_stops_every_server_it_started(tmp_path):
+    "A service manager's stop, a second after the URLs (was: four servers left running)."
+    quick_workspace(tmp_path)
+    ports = {key: free_port() for key in ("API", "DASHBOARD", "MLFLOW_UI", "PREFECT_UI")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STOCKOPS_", "PREFECT_"))}
+    env |= {f"STOCKOPS_{key}_PORT": str(port) for key, port in ports.items()} | {
+        "STOCKOPS_SETTINGS": str(tmp_path / "settings.ini"), "STOCKOPS_DASHBOARDS_DIR": str(REPO / "nbs" / "dashboards"),
+        "STOCKOPS_FLOWS_DIR": str(REPO / "flows"), "NO_COLOR": "1"}  # fmt: skip
+    up = subprocess.Popen([str(STOCKOPS), "up", "--no-run"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    lines = []
+    threading.Thread(target=lambda: lines.extend(up.stdout), daemon=True).start()
+    try:
+        wait_until(lambda: any(line.startswith("  logs ") for line in lines), 120, "the URLs", up)
+        time.sleep(1)
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=90) == 0, "".join(lines)
+    finally:
+        if up.poll() is None:
+            up.kill()
+    assert any(line.startswith("stopped: API, dashboards, MLflow UI, Prefect server") for line in lines), lines
+    for port in ports.values():
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
