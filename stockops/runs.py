@@ -43,11 +43,15 @@ def training_command(run_id: str, tickers: list[str], force: bool) -> list[str]:
 
 
 def launch_training(settings: Settings, run_id: str, tickers: list[str], force: bool) -> None:
-    "Start `stockops train --flow` in a new process that outlives the request (its log: reports/runs/<id>.log)."
+    """Start `stockops train --flow` in a new process that outlives the request (its log: reports/runs/<id>.log); a
+    thread waits for it, so an ended training leaves no zombie behind in the API's process."""
+    import threading
+
     log = settings.reports_dir / "runs" / f"{run_id}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as output:
-        subprocess.Popen(
+        process = subprocess.Popen(
             training_command(run_id, tickers, force), stdout=output, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True, env=child_environment(settings),
         )  # fmt: skip
+    threading.Thread(target=process.wait, daemon=True, name=f"stockops-run-{run_id}").start()

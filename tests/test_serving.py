@@ -234,6 +234,11 @@ def test_training_over_the_api_needs_the_token_and_runs_the_flow(writable):
     assert record["status"] == "completed", log[-3000:]
     assert len(record["flow_run_id"]) == 36 and record["result"]["results"]["IBM"]
     assert list((writable.root / "reports" / "train").glob("*/train_forecaster-IBM.ipynb"))  # the executed runbook
+    api_process = int(subprocess.run(["pgrep", "-f", f"--port {base.rsplit(':', 1)[1]}", "-n"], capture_output=True,
+                                     text=True).stdout or 0)  # fmt: skip
+    time.sleep(1)  # the waiting thread reaps the training process as it ends
+    children = subprocess.run(["ps", "--ppid", str(api_process), "-o", "stat="], capture_output=True, text=True).stdout
+    assert api_process and "Z" not in children, children  # no zombie per POST /train
 
 
 def test_refuses_a_public_address_without_a_token(served):
