@@ -640,6 +640,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'stockops.sources.YahooSource': ('sources.html#yahoosource', 'stockops/sources.py'),
                                   'stockops.sources.YahooSource.__init__': ('sources.html#yahoosource.__init__', 'stockops/sources.py'),
                                   'stockops.sources.YahooSource._call': ('sources.html#yahoosource._call', 'stockops/sources.py'),
+                                  'stockops.sources.YahooSource._call_within': ( 'sources.html#yahoosource._call_within',
+                                                                                 'stockops/sources.py'),
                                   'stockops.sources.YahooSource.fetch': ('sources.html#yahoosource.fetch', 'stockops/sources.py'),
                                   'stockops.sources.YahooSource.from_settings': ( 'sources.html#yahoosource.from_settings',
                                                                                   'stockops/sources.py'),

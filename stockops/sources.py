@@ -184,6 +184,27 @@ class YahooSource:
         self.last_log = log.messages
         return frame
 
+    def _call_within(self, tickers: list[str], start, end, seconds: float) -> pd.DataFrame:
+        "`_call`, given up after `seconds`: a connection that hangs (yfinance's timeout is per read) keeps no deadline."
+        import threading
+
+        answer = {}
+
+        def call():
+            try:
+                answer["frame"] = self._call(tickers, start, end)
+            except Exception as error:  # network errors surface here in some yfinance paths
+                answer["error"] = error
+
+        worker = threading.Thread(target=call, daemon=True, name="stockops-yahoo")  # left behind if it hangs
+        worker.start()
+        worker.join(max(seconds, 0.0))
+        if worker.is_alive():
+            raise TimeoutError(f"no answer within the {self.deadline:g} s deadline")
+        if "error" in answer:
+            raise answer["error"]
+        return answer["frame"]
+
     def fetch(
         self, tickers: Iterable[str], start: dt.date | None = None, end: dt.date | None = None
     ) -> dict[str, pd.DataFrame]:
@@ -193,8 +214,8 @@ class YahooSource:
         for attempt in range(1, self.attempts + 1):
             self.last_log = []
             try:
-                frame = self._call(missing, start, end)
-            except Exception as error:  # network errors surface here in some yfinance paths
+                frame = self._call_within(missing, start, end, self.deadline - (time.monotonic() - started))
+            except Exception as error:  # network errors surface here in some yfinance paths; the deadline
                 frame, last_error = None, f"{type(error).__name__}: {error}"
             fetched = yahoo_frame_to_bars(frame, missing, utc_now())
             result |= _clip_all(fetched, start, end)
