@@ -221,7 +221,7 @@ def test_champion_swap_under_concurrent_requests_fails_none(writable):
 @pytest.mark.slow
 def test_training_over_the_api_needs_the_token_and_runs_the_flow(writable):
     "POST /train: refused without a token, 202 with it, then a real Prefect training flow that GET /runs/{id} follows."
-    base, _ = writable.api(extra_env={"STOCKOPS_API_TOKEN": "s3cret-token"})
+    base, server = writable.api(extra_env={"STOCKOPS_API_TOKEN": "s3cret-token"})
     assert post(f"{base}/train", {"tickers": ["IBM"]})[0] == 401
     assert post(f"{base}/train", {"tickers": ["IBM"]}, {"Authorization": "Bearer wrong"})[0] == 401
     assert post(f"{base}/train", {"tickers": ["../x"]}, {"Authorization": "Bearer s3cret-token"})[0] == 422
@@ -234,11 +234,15 @@ def test_training_over_the_api_needs_the_token_and_runs_the_flow(writable):
     assert record["status"] == "completed", log[-3000:]
     assert len(record["flow_run_id"]) == 36 and record["result"]["results"]["IBM"]
     assert list((writable.root / "reports" / "train").glob("*/train_forecaster-IBM.ipynb"))  # the executed runbook
-    api_process = int(subprocess.run(["pgrep", "-f", f"--port {base.rsplit(':', 1)[1]}", "-n"], capture_output=True,
-                                     text=True).stdout or 0)  # fmt: skip
     time.sleep(1)  # the waiting thread reaps the training process as it ends
-    children = subprocess.run(["ps", "--ppid", str(api_process), "-o", "stat="], capture_output=True, text=True).stdout
-    assert api_process and "Z" not in children, children  # no zombie per POST /train
+    table = [line.split() for line in subprocess.run(["ps", "-eo", "pid=,ppid=,stat="], capture_output=True,
+                                                     text=True).stdout.splitlines()]  # fmt: skip
+    tree, grew = {server.pid}, True
+    while grew:  # the API's processes: `stockops serve` and the uvicorn under it
+        grew = bool({int(pid) for pid, parent, _ in table if int(parent) in tree} - tree)
+        tree |= {int(pid) for pid, parent, _ in table if int(parent) in tree}
+    zombies = [(pid, stat) for pid, parent, stat in table if int(parent) in tree and stat.startswith("Z")]
+    assert len(tree) > 1 and not zombies, zombies  # no zombie per POST /train
 
 
 def test_refuses_a_public_address_without_a_token(served):
