@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
@@ -40,7 +41,7 @@ def model_fault(model_version, location: str, error: Exception | None = None) ->
     """What is wrong with the files of a registered version at `location` (its download URI), or None when nothing is
     seen: its forecaster file missing or shorter or longer than when it was logged (the `forecaster_bytes` tag), else
     what loading it raised."""
-    if location.startswith("file://") or "://" not in location:
+    if urlparse(location).scheme in ("", "file"):  # a local store (mlflow-artifacts:/..., s3://...: not checked here)
         path = Path(location.removeprefix("file://")) / FORECASTER_FILE
         logged = model_version.tags.get("forecaster_bytes")
         if not path.is_file():
