@@ -482,16 +482,15 @@ def load_settings(
     values, origins = {}, {}
     for key, (text, origin) in raw.items():
         spec = KEYS[key]
+        where = f"{path} [{SECTION}]" if path is not None and origin == path.name else origin  # as `Settings.where`
         try:
             value = spec.parse(text)
         except (ValueError, TypeError) as error:
-            where = f"{path} [{SECTION}]" if path is not None and origin == path.name else origin
             raise SettingsError(f"{where}: {key} = {text!r}: {error}") from None
         if spec.is_path and value is not None and not value.is_absolute():
             root = path.parent if path and origin == path.name else base.get(origin.split()[0], cwd)
             value = (root / value).resolve()
         if key in ("data_dir", "reports_dir") and value.exists() and not value.is_dir():
-            where = f"{path} [{SECTION}]" if path is not None and origin == path.name else origin
             raise SettingsError(f"{where}: {key} = {text!r}: {value} is a file, not a folder")
         values[key], origins[key] = value, origin
     return Settings(**values, file=path, origins=origins)
