@@ -10,11 +10,11 @@ from typing import Annotated
 import typer
 
 from .cli import command
-from .config import BadInput, Settings, child_environment, is_loopback, set_process_environment
+from .config import BadInput, Settings, check_token, child_environment, set_process_environment
 from .processes import BLAS_THREADS, start, stop, wait_for
 
 # %% auto #0
-__all__ = ['serve', 'voila_command', 'dashboard', 'up']
+__all__ = ['serve', 'voila_command', 'voila_environment', 'dashboard', 'up']
 
 # %% ../nbs/80d_cli_serving.ipynb #e63ce8fb
 @command
@@ -56,7 +56,7 @@ def serve(
 def voila_command(
     settings: Settings, port: int, token: str | None, host: str = "127.0.0.1", base_url: str = "/"
 ) -> list[str]:
-    "Voila on the dashboards folder; start it with `env=child_environment(settings)`, so its kernels see these settings."
+    "Voila on the dashboards folder; start it with `env=voila_environment(settings, token)` (the settings, the token)."
     import sys
 
     from stockops.voila import voila_arguments
@@ -71,30 +71,40 @@ def voila_command(
         *[f"--Voila.base_url={base_url}", "--strip_sources=True", "--show_tracebacks=False"],
         *culling,
         *voila_arguments(settings),  # the preheated pool and the cap on live kernels (stockops.voila)
-        f"--token={token or ''}",
+        "--Voila.auto_token=True" if token else "--token=",  # the token from the environment, never in `ps`
     ]
+
+
+def voila_environment(settings: Settings, token: str | None) -> dict[str, str]:
+    "Voila's environment: `child_environment(settings)` (its kernels read this workspace) and the token it requires."
+    return child_environment(settings) | ({"JUPYTER_TOKEN": token} if token else {})
 
 # %% ../nbs/80d_cli_serving.ipynb #2097d3c2
 @command
 def dashboard(
     settings: Settings,
     port: Annotated[int | None, typer.Option(help="port (default: dashboard_port)", min=1, max=65535)] = None,
-    token: Annotated[str | None, typer.Option(help="require this token (?token=...); default: none")] = None,
-    host: Annotated[str, typer.Option(help="address to bind; not loopback needs --token")] = "127.0.0.1",
+    token: Annotated[
+        str | None,
+        typer.Option(help="require this token (?token=...); default: dashboard_token (ps shows this option)"),
+    ] = None,
+    host: Annotated[
+        str, typer.Option(help="address to bind; not loopback needs a token of 16+ characters")
+    ] = "127.0.0.1",
     base_url: Annotated[str, typer.Option(help="URL prefix behind a proxy, e.g. /dashboards/")] = "/",
 ):
     "Serve the Voila dashboards (forecast, monitor): sources stripped, tracebacks hidden, idle kernels culled."
     import subprocess
 
     port = port or settings.dashboard_port
-    if not token and not is_loopback(host):
-        raise BadInput(f"dashboards on {host} are reachable from other machines: give --token")
+    token = token or settings.dashboard_token or None
+    check_token(host, token or "", "dashboard_token")
     base_url = "/" + base_url.strip("/") + "/" if base_url.strip("/") else "/"
     command_line = voila_command(settings, port, token, host, base_url)
     query = f"?token={token}" if token else ""
     where = f"http://{host}:{port}{base_url}voila/render"
     print(f"dashboards: {where}/forecast.ipynb{query} and {where}/monitor.ipynb{query}", flush=True)
-    voila = subprocess.Popen(command_line, env=child_environment(settings))  # the kernels see these settings
+    voila = subprocess.Popen(command_line, env=voila_environment(settings, token))  # the kernels see these settings
     try:
         raise typer.Exit(voila.wait())
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (`main`): Voila stops, and its kernels with it
@@ -106,30 +116,33 @@ def dashboard(
         print("stopped: dashboards", flush=True)
 
 # %% ../nbs/80d_cli_serving.ipynb #7781b5c4
-def _services(settings: Settings) -> dict[str, tuple[list[str], str]]:
-    "The servers `up` starts: name -> (command line, the URL that answers when it is up)."
+def _services(settings: Settings) -> dict[str, tuple[list[str], str, dict[str, str]]]:
+    "The servers `up` starts: name -> (command line, the URL that answers when it is up, its environment)."
     import sys
 
     mlflow_ui = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", settings.tracking_uri]
     mlflow_ui += ["--host", "127.0.0.1", "--port", str(settings.mlflow_ui_port)]
-    dashboards = f"http://127.0.0.1:{settings.dashboard_port}"
+    dashboards, token, env = (
+        f"http://127.0.0.1:{settings.dashboard_port}",
+        settings.dashboard_token or None,
+        child_environment(settings),
+    )
     return {
-        "API": (
-            [sys.executable, "-m", "stockops.cli", "serve"],
-            f"{settings.api_url}/health",
-        ),
-        "dashboards": (voila_command(settings, settings.dashboard_port, None), f"{dashboards}/voila/static/voila.js"),
-        "MLflow UI": (mlflow_ui, f"http://127.0.0.1:{settings.mlflow_ui_port}/health"),
-    }
+        "API": ([sys.executable, "-m", "stockops.cli", "serve"], f"{settings.api_url}/health", env),
+        "dashboards": (voila_command(settings, settings.dashboard_port, token), f"{dashboards}/voila/static/voila.js",
+                       voila_environment(settings, token)),
+        "MLflow UI": (mlflow_ui, f"http://127.0.0.1:{settings.mlflow_ui_port}/health", env),
+    }  # fmt: skip
 
 
 def _addresses(settings: Settings, prefect_url: str, logs) -> list[str]:
     "The lines `up` prints once the API, the dashboards and the MLflow UI answer (the Prefect UI comes up next)."
     api, dashboards = settings.api_url, f"http://127.0.0.1:{settings.dashboard_port}"
+    query = f"?token={settings.dashboard_token}" if settings.dashboard_token else ""
     return [
         f"  API          {api}/docs",
-        f"  forecast     {dashboards}/voila/render/forecast.ipynb",
-        f"  monitor      {dashboards}/voila/render/monitor.ipynb",
+        f"  forecast     {dashboards}/voila/render/forecast.ipynb{query}",
+        f"  monitor      {dashboards}/voila/render/monitor.ipynb{query}",
         f"  MLflow UI    http://127.0.0.1:{settings.mlflow_ui_port}",
         f"  Prefect UI   {prefect_url.removesuffix('/api')}",
         f"  metrics      {api}/metrics",
@@ -161,10 +174,10 @@ def up(
     logs.mkdir(parents=True, exist_ok=True)
     services, started = _services(settings), {}
     try:
-        for name, (command_line, _health) in services.items():
+        for name, (command_line, _health, environment) in services.items():
             log = logs / f"{name.split()[0].lower()}.log"
-            started[name] = start(command_line, log, env=child_environment(settings))  # Ctrl-C reaches only `up`
-        for name, (_, health) in services.items():
+            started[name] = start(command_line, log, env=environment)  # Ctrl-C reaches only `up`
+        for name, (_, health, _) in services.items():
             wait_for(health, started[name], f"{health} did not come up; see {logs}")
         print("\nthe workspace is up (Ctrl-C stops everything):", flush=True)
         for line in _addresses(settings, prefect_url(settings, settings.prefect_ui_port), logs):

@@ -15,9 +15,9 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['TICKER_PATTERN', 'TICKER_SCHEMA', 'SOURCES', 'SECRET_KEYS', 'KEYS', 'ENV_PREFIX', 'SETTINGS_FILE', 'SECTION',
-           'BadInput', 'validate_ticker', 'parse_tickers', 'parse_date', 'SettingsError', 'Key', 'Settings',
-           'find_settings_file', 'load_settings', 'settings_from', 'environment_of', 'child_environment',
-           'set_process_environment', 'environment_value', 'is_loopback']
+           'MIN_TOKEN_LENGTH', 'BadInput', 'validate_ticker', 'parse_tickers', 'parse_date', 'SettingsError', 'Key',
+           'Settings', 'find_settings_file', 'load_settings', 'settings_from', 'environment_of', 'child_environment',
+           'set_process_environment', 'environment_value', 'is_loopback', 'check_token']
 
 # %% ../nbs/00_config.ipynb #1e095212
 TICKER_PATTERN = re.compile(r"^[A-Z0-9^][A-Z0-9.\-=^]{0,14}$")
@@ -184,7 +184,7 @@ class Key:
     is_path: bool = False
 
 
-SECRET_KEYS = {"api_token"}  # never printed
+SECRET_KEYS = {"api_token", "dashboard_token"}  # never printed
 KEYS: dict[str, Key] = {
     "data_dir": Key("data", Path, "price store, MLflow database and logs", is_path=True),
     "reports_dir": Key("reports", Path, "executed notebooks and HTML reports", is_path=True),
@@ -239,6 +239,7 @@ KEYS: dict[str, Key] = {
     "api_refresh_seconds": Key("2", _positive_int, "how often the API looks for new forecasts and champions"),
     "dashboards_dir": Key("nbs/dashboards", Path, "the Voila dashboards (forecast, monitor)", is_path=True),
     "dashboard_port": Key("8866", _positive_int, "port of the Voila dashboards"),
+    "dashboard_token": Key("", _text, "token the dashboards require (?token=...); a non-loopback address needs one"),
     "dashboard_pool": Key("1", _count, "preheated Voila kernels per dashboard (0: none; each about 400 MB)"),
     "dashboard_max_kernels": Key("20", _positive_int, "live Voila kernels at most; a viewer beyond gets a busy page"),
     "mlflow_ui_port": Key("5000", _positive_int, "port of the MLflow UI that `make run` starts"),
@@ -300,6 +301,7 @@ class Settings:
     api_refresh_seconds: int
     dashboards_dir: Path
     dashboard_port: int
+    dashboard_token: str
     dashboard_pool: int
     dashboard_max_kernels: int
     mlflow_ui_port: int
@@ -543,3 +545,19 @@ def is_loopback(host: str) -> bool:
         return host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+MIN_TOKEN_LENGTH = 16
+
+
+def check_token(host: str, token: str, setting: str) -> None:
+    """A server other machines reach (`host` not loopback) needs a token of `MIN_TOKEN_LENGTH` characters or more, the
+    value of `setting` (`api_token` for the API, `dashboard_token` for the dashboards): `BadInput` otherwise."""
+    if is_loopback(host):
+        return
+    if not token:
+        raise BadInput(f"refusing to serve on {host} with an empty {setting}: set {ENV_PREFIX}{setting.upper()} (or "
+                       f"{setting} in settings.ini), or bind to 127.0.0.1")  # fmt: skip
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise BadInput(f"refusing to serve on {host}: {setting} is {len(token)} character(s) long; use at least "
+                       f"{MIN_TOKEN_LENGTH} (python -c 'import secrets; print(secrets.token_urlsafe())')")  # fmt: skip

@@ -30,9 +30,9 @@ if TYPE_CHECKING:  # an annotation only: reading a workspace need not import sci
     from stockops.models import Forecaster
 
 # %% auto #0
-__all__ = ['CHAMPION', 'METRIC_NAMES', 'model_name', 'mlflow_client', 'started_by', 'start_run', 'pip_requirements',
-           'log_training', 'metric_values', 'evidence_path', 'promotion_log_path', 'promotion_log', 'champion_in',
-           'first_champion_day', 'require_champion', 'promotion_records', 'live_champion', 'champion_on',
+__all__ = ['CHAMPION', 'METRIC_NAMES', 'model_name', 'mlflow_client', 'started_by', 'start_run', 'relocate_store',
+           'pip_requirements', 'log_training', 'metric_values', 'evidence_path', 'promotion_log_path', 'promotion_log',
+           'champion_in', 'first_champion_day', 'require_champion', 'promotion_records', 'live_champion', 'champion_on',
            'champion_version', 'sync_champion_alias', 'record_decision', 'recover_store']
 
 # %% ../nbs/40_tracking.ipynb #8edb47106e1a46a883d545849b8ab81b
@@ -79,7 +79,9 @@ def _set_up(settings: Settings) -> None:
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
     client = mlflow.MlflowClient(settings.tracking_uri)
-    if client.get_experiment_by_name(settings.mlflow_experiment) is None:
+    experiment = client.get_experiment_by_name(settings.mlflow_experiment)  # the store made or migrated: readable
+    relocate_store(settings)
+    if experiment is None:
         location = settings.mlflow_artifact_location or None
         if location is None and not settings.mlflow_tracking_uri:
             location = settings.artifacts_dir.resolve().as_uri()
@@ -102,6 +104,48 @@ def start_run(name: str):
     import mlflow
 
     return mlflow.start_run(run_name=name, tags=started_by())
+
+# %% ../nbs/40_tracking.ipynb #357978e2
+_FILE_COLUMNS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("logged_models", "artifact_location"),
+    ("model_versions", "storage_location"),
+    ("model_versions", "source"),
+)  # fmt: skip  (where the store names files)
+
+
+def relocate_store(settings: Settings, say: Callable[[str], None] = to_terminal) -> dict[str, int]:
+    """Rename the files the workspace's own MLflow store names under another folder's artifact root to `artifacts_dir`
+    (above); the rows renamed per table, said on the terminal. A server's store or a set artifact location: nothing."""
+    import sqlite3
+
+    if settings.mlflow_tracking_uri or settings.mlflow_artifact_location:
+        return {}
+    here, renamed = settings.artifacts_dir.resolve().as_uri(), {}
+    try:
+        with contextlib.closing(sqlite3.connect(settings.tracking_uri.removeprefix("sqlite:///"), timeout=60)) as db:
+            roots = {location for (location,) in db.execute("SELECT artifact_location FROM experiments")
+                     if location.startswith("file://") and location != here
+                     and location.rstrip("/").rsplit("/", 1)[-1] == settings.artifacts_dir.name}  # fmt: skip
+            with db:  # one transaction
+                for was in sorted(roots):
+                    for table, column in _FILE_COLUMNS:
+                        done = db.execute(f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                                          f"WHERE {column} = ? OR substr({column}, 1, ?) = ?",
+                                          (here, len(was) + 1, was, len(was) + 1, was + "/")).rowcount  # fmt: skip
+                        renamed[table] = renamed.get(table, 0) + done
+    except sqlite3.OperationalError as error:  # a read-only workspace: read as it is
+        say(
+            f"cannot relocate the MLflow store to {here}: {error}; its models load once a process that can write it opens it"
+        )
+        return {}
+    if sum(renamed.values()):
+        say(
+            f"relocated: the MLflow store named its files under {', '.join(sorted(roots))} (the folder the workspace was "
+            f"made in); {renamed['runs']} run(s) and {renamed['model_versions']} model version(s) now name {here}"
+        )
+    return renamed
 
 # %% ../nbs/40_tracking.ipynb #7623eae2785240b9bd12b16a66d81610
 def _forecaster_model_class() -> type:

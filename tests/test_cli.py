@@ -204,4 +204,4 @@ def test_worker_without_a_pool_or_server_exits_2(workspace, env, message):
 def test_dashboard_on_a_public_address_needs_a_token(workspace):
     result = workspace.run("dashboard", "--host", "0.0.0.0")
     assert result.returncode == 2
-    assert "dashboards on 0.0.0.0 are reachable from other machines: give --token" in result.stderr
+    assert "refusing to serve on 0.0.0.0 with an empty dashboard_token" in result.stderr

@@ -4,6 +4,8 @@ never half a result."""
 
 import os
 import subprocess
+import sys
+import textwrap
 import time
 
 import pytest
@@ -86,17 +88,51 @@ def test_two_daily_runs_at_once_one_runs_the_other_refuses_cleanly(quick):
     assert sorted(path.name for path in (quick.reports / "daily").iterdir()) == ["2013-01-31"]  # nothing of the other
 
 
+PAUSED_BEFORE_WRITING = textwrap.dedent(
+    """
+    import pathlib, sys, time
+    from stockops.cli import main
+    from stockops.prices import PriceStore
+
+    merged, stored = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+    real = PriceStore._write
+
+    def paused(self, frame, ticker):  # what it read is merged: say so, then give another writer 10 s to write first
+        merged.touch()
+        deadline = time.monotonic() + 10
+        while not stored.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return real(self, frame, ticker)
+
+    PriceStore._write = paused
+    sys.argv = ["stockops", *sys.argv[3:]]
+    main()
+    """
+)
+
+
 def test_two_ingests_of_one_ticker_at_once_keep_every_row(tmp_path):
-    "The attack of the hardening issue: two ranges of MSFT at once (the store kept 1,719 of 3,270 rows one time in 12)."
+    """The attack of the hardening issue, made certain: the first ingest of MSFT (2000-2006) has read the store and
+    merged its rows, and waits before writing; the second (2007-2013) starts then. Without one writer at a time the
+    second wrote its rows and the first wrote over them (the attack's store kept 1,719 of 3,270 rows one time in 12;
+    this order, every time). With it, the second waits for the first and adds to what it wrote."""
     import pandas as pd
 
     quick_workspace(tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STOCKOPS_", "PREFECT_"))}
     space = Workspace(tmp_path, env | {"COLUMNS": "200", "NO_COLOR": "1"})
-    for _ in range(3):
-        early = start(space, "ingest", "--tickers", "MSFT", "--start", "2000-01-01", "--end", "2006-12-31", "--refresh")
-        late = start(space, "ingest", "--tickers", "MSFT", "--start", "2007-01-01", "--end", "2013-03-01", "--refresh")
-        assert [early.wait(timeout=120), late.wait(timeout=120)] == [0, 0], (early.communicate(), late.communicate())
-        stored = pd.read_parquet(space.data / "prices" / "MSFT.parquet")
-        assert len(stored) == 3270 and not stored["date"].duplicated().any()
-    assert len(list((space.reports / "ingest").glob("*.json"))) == 6  # every ingest's report
+    merged, stored = tmp_path / "merged", space.data / "prices" / "MSFT.parquet"
+    early = subprocess.Popen([sys.executable, "-c", PAUSED_BEFORE_WRITING, str(merged), str(stored), "ingest", "--tickers",
+                              "MSFT", "--start", "2000-01-01", "--end", "2006-12-31"], cwd=space.root, env=space.env,
+                             text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not merged.exists():
+        assert early.poll() is None and time.monotonic() < deadline, early.communicate()
+        time.sleep(0.1)
+    late = start(space, "ingest", "--tickers", "MSFT", "--start", "2007-01-01", "--end", "2013-03-01")
+    assert [early.wait(timeout=120), late.wait(timeout=120)] == [0, 0], (early.communicate(), late.communicate())
+    rows = pd.read_parquet(stored)
+    assert len(rows) == 3270 and not rows["date"].duplicated().any(), len(rows)
+    assert (
+        len(list((space.reports / "ingest").glob("*.json"))) == 2
+    )  # each ingest's report, though both began in one second

@@ -16,7 +16,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
-from conftest import quick_experiment, quick_workspace
+from conftest import Workspace, quick_experiment, quick_workspace
 from test_champion import answers
 
 from stockops.config import load_settings
@@ -239,3 +239,48 @@ def test_a_data_dir_that_is_a_file_or_read_only_is_exit_2_naming_the_setting(wor
         assert workspace.run("status").returncode == 0  # a reader reads it
     finally:
         subprocess.run(["umount", str(workspace.data)], check=True)
+
+
+def test_a_moved_workspace_loads_its_models_and_trains_where_it_is_now(tmp_path):
+    "The hardening issue's attack: a workspace moved with `mv` failed with 'No such artifact' and trained into the old folder."
+    import sqlite3
+
+    from fastapi.testclient import TestClient
+
+    from stockops.api import create_app
+    from stockops.tracking import _FILE_COLUMNS
+
+    made = tmp_path / "made-here"
+    made.mkdir()
+    quick_workspace(made)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STOCKOPS_", "PREFECT_"))}
+    env |= {"COLUMNS": "200", "NO_COLOR": "1"}
+    space = Workspace(made, env)
+    for command in (
+        ("ingest", "--tickers", "IBM,^GSPC", "--end", "2013-03-01"),
+        ("train", "--tickers", "IBM", "--as-of", "2012-06-29"),
+    ):
+        done = space.run(*command)
+        assert done.returncode == 0, done.stderr
+    moved = tmp_path / "moved-there"
+    made.rename(moved)
+    space = Workspace(moved, env)
+
+    batch = space.run("forecast", "--tickers", "IBM")
+    assert batch.returncode == 0, batch.stderr
+    said = " ".join(batch.stderr.split())
+    assert f"relocated: the MLflow store named its files under {(made / 'data' / 'mlartifacts').as_uri()} " in said
+    assert f"1 run(s) and 1 model version(s) now name {(moved / 'data' / 'mlartifacts').as_uri()}" in said
+    retrained = space.run("train", "--tickers", "IBM", "--force", "--as-of", "2012-12-31")
+    assert retrained.returncode == 0, retrained.stderr
+    assert "relocated" not in retrained.stderr  # once
+    assert not made.exists()  # nothing written where the workspace was
+    with sqlite3.connect(moved / "data" / "mlflow.db") as db:
+        named = [value for table, column in _FILE_COLUMNS for (value,) in db.execute(f"SELECT {column} FROM {table}")]
+    files = [value for value in named if value.startswith("file://")]
+    assert len(files) >= 7 and all(value.startswith((moved / "data" / "mlartifacts").as_uri() + "/") or
+                                   value == (moved / "data" / "mlartifacts").as_uri() for value in files), files  # fmt: skip
+    settings = load_settings(moved / "settings.ini", env={})
+    with TestClient(create_app(settings, refresh=False)) as client:
+        answer = client.post("/predict", json={"ticker": "IBM", "as_of": "2013-03-01"})
+        assert answer.status_code == 200 and answer.json()["model_version"] == "2", answer.text

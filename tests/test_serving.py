@@ -2,6 +2,7 @@
 a champion swap under concurrent requests, training started over the API (a real Prefect flow), a real Prometheus
 scraping /metrics, and headless Debian Chromium driven by Playwright loading both Voila dashboards."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -647,17 +648,27 @@ def test_up_serves_first_then_shows_the_first_run_and_ctrl_c_stops_it(browser, t
             urllib.request.urlopen(url, timeout=2)
 
 
-def test_dashboard_token_is_required_when_set(served):
+def test_dashboard_token_is_required_and_on_no_command_line(served):
+    "The token from the setting: asked for, and in no process's command line (`ps` showed `--token=...` to every user)."
     import httpx
 
-    port = free_port()
-    process = served.start("dashboard", "--port", str(port), "--token", "letmein")
+    port, token = free_port(), "a-dashboard-token-" + os.urandom(6).hex()
+    process = served.start("dashboard", "--port", str(port), "--host", "0.0.0.0",
+                           extra_env={"STOCKOPS_DASHBOARD_TOKEN": token})  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     wait_until(lambda: get(f"{base}/voila/static/voila.js", 2)[0] == 200, 90, "Voila", process)
     refused = httpx.get(f"{base}/voila/render/forecast.ipynb", follow_redirects=False, timeout=60)
     assert refused.status_code == 302 and refused.headers["location"].startswith("/login")
-    allowed = httpx.get(f"{base}/voila/render/forecast.ipynb?token=letmein", follow_redirects=False, timeout=120)
+    allowed = httpx.get(f"{base}/voila/render/forecast.ipynb?token={token}", follow_redirects=False, timeout=120)
     assert allowed.status_code == 200 and "voila" in allowed.text.lower()
+    for path in ("/voila/render/forecast.ipynb", "/voila/render/forecast.ipynb/", "/voila/tree/", "/voila/", "/login"):
+        answer = httpx.get(base + path, headers={"Host": "attacker.example"}, follow_redirects=False, timeout=60)
+        assert "attacker" not in answer.headers.get("location", ""), (path, answer.headers)  # no Host in a redirect
+    command_lines = []
+    for path in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):  # a process that ended meanwhile
+            command_lines.append(path.read_bytes())
+    assert b"voila" in b" ".join(command_lines) and not any(token.encode() in line for line in command_lines)
 
 
 TRAVERSALS = [  # after GHSA-2q59-h24c-w6fg: dot segments plain, encoded and double-encoded, under each of Voila's routes
