@@ -235,6 +235,9 @@ def test_training_over_the_api_needs_the_token_and_runs_the_flow(writable):
     assert record["status"] == "completed", log[-3000:]
     assert len(record["flow_run_id"]) == 36 and record["result"]["results"]["IBM"]
     assert list((writable.root / "reports" / "train").glob("*/train_forecaster-IBM.ipynb"))  # the executed runbook
+    status, again = post(f"{base}/train", {"tickers": ["IBM"]}, {"Authorization": "Bearer s3cret-token"})
+    assert status == 202  # IBM's champion is fresh: a run that changes nothing, after which the API starts no process
+    wait_until(lambda: get(f"{base}/runs/{again['run_id']}")[1]["status"] in ("completed", "failed"), 300, "the rerun")
     time.sleep(1)  # the waiting thread reaps the training process as it ends
     table = [line.split() for line in subprocess.run(["ps", "-eo", "pid=,ppid=,stat="], capture_output=True,
                                                      text=True).stdout.splitlines()]  # fmt: skip
