@@ -257,7 +257,15 @@ def _column_key(name: object) -> str:
 
 
 def _parse_dates(values: pd.Series) -> pd.Series:
-    "ISO (date part of a timestamp, any offset) or US month/day/year dates; NaT where neither."
+    """ISO (date part of a timestamp, any offset) or US month/day/year dates; NaT where neither. Each distinct text is
+    parsed once: a long file writes each date once per ticker."""
+    codes, distinct = pd.factorize(values)
+    parsed = _parse_date_text(pd.Series(distinct, dtype=object)).to_numpy()[codes]
+    parsed[codes < 0] = np.datetime64("NaT")
+    return pd.Series(parsed, index=values.index, dtype="datetime64[ns]")
+
+
+def _parse_date_text(values: pd.Series) -> pd.Series:
     text = values.astype("string").str.strip()
     iso = text.str.extract(r"^(\d{4}-\d{2}-\d{2})(?:[ T].*)?$")[0]
     us = text.str.extract(r"^(\d{1,2})/(\d{1,2})/(\d{4})(?:\s.*)?$")
@@ -362,6 +370,14 @@ def _parse_fields(frame: pd.DataFrame, found: dict[str, str], decimal_comma: boo
     return parsed, text
 
 
+def _in_sorted(values: np.ndarray, ordered: np.ndarray) -> np.ndarray:
+    "Which `values` are in the sorted array `ordered` (a binary search each: a chunk against every row kept so far)."
+    if not len(ordered):
+        return np.zeros(len(values), dtype=bool)
+    at = np.searchsorted(ordered, values).clip(max=len(ordered) - 1)
+    return ordered[at] == values
+
+
 class _Parsed:
     """A file's fields parsed chunk by chunk, its text-not-numbers counted with the first lines of each column. An exact
     copy of a dated row already read (the same date and values, of the same ticker) is dropped as it is read and
@@ -388,11 +404,11 @@ class _Parsed:
         keyed = parsed if symbols is None else parsed.assign(symbol=symbols.to_numpy())
         hashes = pd.util.hash_pandas_object(keyed, index=False).to_numpy()
         dated = parsed["date"].notna().to_numpy()
-        copy = dated & (pd.Series(hashes).duplicated().to_numpy() | np.isin(hashes, self.kept))
+        copy = dated & (pd.Series(hashes).duplicated().to_numpy() | _in_sorted(hashes, self.kept))
         if copy.any():
             self.copies.append(pd.DataFrame({"symbol": None if symbols is None else symbols.to_numpy()[copy],
                                              "date": parsed["date"].to_numpy()[copy]}))  # fmt: skip
-        self.kept = np.union1d(self.kept, hashes[dated & ~copy])
+        self.kept = np.sort(np.concatenate([self.kept, hashes[dated & ~copy]]))  # new: none of them was kept yet
         self.pieces.append(parsed[~copy])
         return ~copy
 
