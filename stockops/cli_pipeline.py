@@ -5,6 +5,7 @@
 # %% ../nbs/80c_cli_pipeline.ipynb #38c112f9
 from __future__ import annotations
 
+import subprocess
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -28,7 +29,8 @@ from .processes import BLAS_THREADS, answers, start, stop, wait_for
 
 # %% auto #0
 __all__ = ['prefect_logging', 'prefect_environment', 'quiet_prefect', 'train_flow', 'run_daily', 'run', 'drift', 'replay',
-           'prefect_url', 'prefect_server', 'deployments', 'serve_schedules', 'schedule', 'worker']
+           'prefect_url', 'start_prefect_server', 'prefect_server', 'deployments', 'serve_schedules', 'schedule',
+           'worker']
 
 # %% ../nbs/80c_cli_pipeline.ipynb #937e7c74
 def prefect_logging(settings: Settings) -> Path:
@@ -237,22 +239,33 @@ def prefect_url(settings: Settings, port: int) -> str:
     return settings.prefect_api_url or f"http://127.0.0.1:{port}/api"
 
 
-@contextmanager
-def prefect_server(settings: Settings, port: int):
-    "A Prefect server on 127.0.0.1:port (reused when one answers there), its URL in PREFECT_API_URL; stopped on exit if started here."
+def start_prefect_server(settings: Settings, port: int) -> tuple[str, subprocess.Popen | None]:
+    """Start a Prefect server on 127.0.0.1:port unless one answers there; its URL in PREFECT_API_URL. Returns the URL and
+    the server started (None: reused). It is ready once `prefect_server(settings, port, started)` is entered."""
     import sys
 
     prefect_environment(settings)
     url = prefect_url(settings, port)
     set_process_environment({"PREFECT_API_URL": url})  # this process's flows and `prefect.serve` use it
-    server = None
-    if not answers(f"{url}/health"):
-        log_path = settings.data_dir / "prefect" / "server.log"
-        command_line = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-        server = start(command_line, log_path)
-        stderr_console().print(f"starting the Prefect server on {url} (about 25 s; log: {log_path})")
+    if answers(f"{url}/health"):
+        return url, None
+    log_path = settings.data_dir / "prefect" / "server.log"
+    command_line = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    stderr_console().print(f"starting the Prefect server on {url} (about 25 s; log: {log_path})")
+    return url, start(command_line, log_path)
+
+
+@contextmanager
+def prefect_server(
+    settings: Settings,
+    port: int,
+    started: tuple[str, subprocess.Popen | None] | None = None,  # `start_prefect_server`'s, when started earlier
+):
+    "A Prefect server on 127.0.0.1:port (reused when one answers there), its URL in PREFECT_API_URL; stopped on exit if started here."
+    url, server = started or start_prefect_server(settings, port)
     try:  # a Ctrl-C while it starts stops it too
         if server is not None:
+            log_path = settings.data_dir / "prefect" / "server.log"
             wait_for(f"{url}/health", server, f"{url}/health did not come up; see {log_path}")
         yield url
     finally:

@@ -165,6 +165,7 @@ def up(
         prefect_url,
         quiet_prefect,
         serve_schedules,
+        start_prefect_server,
     )  # here: any module may load first
     from stockops.tracking import promotion_log_path
 
@@ -172,8 +173,9 @@ def up(
     quiet_prefect(settings)  # the terminal is a person's: log records to data/logs/
     logs = settings.data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    services, started = _services(settings), {}
+    services, started, prefect = _services(settings), {}, None
     try:
+        prefect = start_prefect_server(settings, settings.prefect_ui_port)  # beside the others: ready sooner
         for name, (command_line, _health, environment) in services.items():
             log = logs / f"{name.split()[0].lower()}.log"
             started[name] = start(command_line, log, env=environment)  # Ctrl-C reaches only `up`
@@ -182,7 +184,7 @@ def up(
         print("\nthe workspace is up (Ctrl-C stops everything):", flush=True)
         for line in _addresses(settings, prefect_url(settings, settings.prefect_ui_port), logs):
             print(line, flush=True)
-        with prefect_server(settings, settings.prefect_ui_port) as url:
+        with prefect_server(settings, settings.prefect_ui_port, prefect) as url:
             if not no_run:  # in a child process (the terminal is its too): Ctrl-C reaches it, and a flow run's threads
                 # do not stay in this one (after one, Ctrl-C no longer stopped the schedules served below)
                 first = not promotion_log_path(settings).exists()  # a fresh workspace: give it a past to show
@@ -195,6 +197,7 @@ def up(
     except KeyboardInterrupt:
         pass
     finally:
-        for process in started.values():
+        unentered = prefect[1] if prefect else None  # the Prefect server, if `prefect_server` did not stop it already
+        for process in [*started.values(), unentered]:
             stop(process)
         print("stopped: API, dashboards, MLflow UI, Prefect server", flush=True)

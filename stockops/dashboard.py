@@ -24,7 +24,7 @@ _log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['TRACES', 'MIN_POINTS', 'fan_data', 'forecast_figure', 'update_forecast_figure', 'evidence_card', 'EventFollower',
-           'ForecastDashboard', 'empty_note', 'live_gap', 'live_history', 'drift_history', 'report_url',
+           'Burst', 'ForecastDashboard', 'empty_note', 'live_gap', 'live_history', 'drift_history', 'report_url',
            'mlflow_run_url', 'promotions_table', 'runbook_links', 'MonitorDashboard', 'ProgressBanner', 'forecast_page',
            'monitor_page']
 
@@ -161,6 +161,26 @@ class EventFollower:
                 self.status.value = f"<small>live updates paused: the API at {html.escape(self.url)} does not answer ({html.escape(type(error).__name__)}); retrying</small>"
             return min(wait * 2, 30.0)  # an API that is down is not asked every two seconds by every open page
 
+
+class Burst:
+    """Call `action(messages)` once for a burst of events: `delay` seconds after the first, with every message that came
+    meanwhile (a forecast batch is an event per ticker). One that comes while `action` runs starts the next burst."""
+
+    def __init__(self, action, delay: float = 1.0):
+        self.action, self.delay, self.messages, self.lock = action, delay, [], threading.Lock()
+
+    def __call__(self, message: dict) -> None:
+        with self.lock:
+            self.messages.append(message)
+            if len(self.messages) > 1:  # a timer is set for this burst
+                return
+        threading.Timer(self.delay, self._run).start()
+
+    def _run(self) -> None:
+        with self.lock:
+            messages, self.messages = self.messages, []
+        self.action(messages)
+
 # %% ../nbs/71_dashboard.ipynb #541c7624
 class ForecastDashboard:
     "Ticker and horizon pickers, the forecast fan and the evidence card; `widget` is what the notebook displays."
@@ -201,11 +221,11 @@ class ForecastDashboard:
         self.card.value = evidence_card(view, self.horizon.value, self.snapshot.monitor_window)
 
     def follow(self, settings: Settings, url: str | None = None) -> EventFollower:
-        "Redraw when the API's event stream says a forecast or a champion decision landed (the page is not reloaded)."
+        "Redraw when the API's event stream says forecasts or champion decisions landed (once a burst; no page reload)."
 
-        def landed(message: dict) -> None:
-            data = message["data"]
-            self.snapshot = load_snapshot(settings, self.snapshot)  # rereads only the files that changed
+        def landed(messages: list[dict]) -> None:
+            data = messages[-1]["data"]
+            self.snapshot, self.loads = load_snapshot(settings, self.snapshot), self.loads + 1  # the changed files
             forecastable = [t for t, v in self.snapshot.views.items() if not v.latest.empty]
             if forecastable and list(self.ticker.options) != forecastable and self.ticker.value in forecastable:
                 self.ticker.options = forecastable  # a newly forecast ticker joins the picker
@@ -213,11 +233,11 @@ class ForecastDashboard:
             what = "forecast" if data["type"] == "forecast" else f"champion decision ({data.get('decision')})"
             self.live.value = (f"<small>live: {html.escape(what)} for {html.escape(str(data['ticker']))} as of "
                                f"{data['as_of']}, model v{data['model_version']}, {when}</small>")  # fmt: skip
-            if data["ticker"] == self.ticker.value:
+            if any(message["data"]["ticker"] == self.ticker.value for message in messages):
                 self._ticker_changed(None)  # its horizons may have changed too
 
-        self.live.value = "<small>live: connecting to the API's events</small>"
-        self.follower = EventFollower(url or settings.api_url, landed, self.live).start()
+        self.live.value, self.loads = "<small>live: connecting to the API's events</small>", 0
+        self.follower = EventFollower(url or settings.api_url, Burst(landed), self.live).start()
         return self.follower
 
 # %% ../nbs/71_dashboard.ipynb #b0aa6943
@@ -387,16 +407,16 @@ class MonitorDashboard:
     def follow(self, url: str | None = None) -> EventFollower:
         "Redraw when the API's events say a forecast, a champion decision or a drift verdict landed (no reload)."
 
-        def landed(message: dict) -> None:
-            data = message["data"]
+        def landed(messages: list[dict]) -> None:
+            data = messages[-1]["data"]
             self.snapshot = load_snapshot(self.settings, self.snapshot)
             self.live.value = f"<small>live: {html.escape(data['type'])} for {html.escape(str(data['ticker']))} as of {data['as_of']}</small>"
-            if data["ticker"] == self.ticker.value:
+            if any(message["data"]["ticker"] == self.ticker.value for message in messages):
                 self.update()
 
         self.live.value = "<small>live: connecting to the API's events</small>"
         types = ("forecast", "promotion", "drift")
-        self.follower = EventFollower(url or self.settings.api_url, landed, self.live, types).start()
+        self.follower = EventFollower(url or self.settings.api_url, Burst(landed), self.live, types).start()
         return self.follower
 
 # %% ../nbs/71_dashboard.ipynb #549bfdae
@@ -435,8 +455,7 @@ class ProgressBanner:
 
 def _page(settings: Settings, ready, build, follow, waiting: str) -> widgets.VBox:
     """`build(snapshot)`'s widget once `ready(snapshot)`; until then `waiting`, replaced when an event makes it ready.
-    A waiting page looks again a second after an event, once for all the events of that second: a preheated page
-    that reloaded the workspace for each of a first run's events took 60 CPU seconds of its 5 minutes."""
+    A waiting page looks again once for a burst of events (`Burst`), as the page it becomes does."""
     box = widgets.VBox()
     box.banner = ProgressBanner(settings).start()
 
@@ -451,22 +470,15 @@ def _page(settings: Settings, ready, build, follow, waiting: str) -> widgets.VBo
         return box
     box.children = [box.banner.widget, widgets.HTML(f"<p>{html.escape(waiting)}</p>")]
 
-    box.loads, box.snapshot, scheduled = 0, snapshot, threading.Lock()
+    box.loads, box.snapshot = 0, snapshot
 
-    def look() -> None:  # one load for a burst of events (a forecast batch is an event per ticker)
-        try:
-            box.snapshot, box.loads = load_snapshot(settings, box.snapshot), box.loads + 1
-        finally:  # the next event looks again, whatever happened to this look
-            scheduled.release()
+    def look(messages: list[dict]) -> None:  # one load for a burst of events
+        box.snapshot, box.loads = load_snapshot(settings, box.snapshot), box.loads + 1
         if ready(box.snapshot) and not hasattr(box, "board"):
             box.follower.stop()
             show(box.snapshot)
 
-    def landed(message: dict) -> None:
-        if scheduled.acquire(blocking=False):
-            threading.Timer(1.0, look).start()
-
-    box.follower = EventFollower(settings.api_url, landed, types=("forecast", "promotion")).start()
+    box.follower = EventFollower(settings.api_url, Burst(look), types=("forecast", "promotion")).start()
     return box
 
 
