@@ -171,6 +171,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                        'stockops.cli_pipeline.train_flow': ('cli_pipeline.html#train_flow', 'stockops/cli_pipeline.py'),
                                        'stockops.cli_pipeline.worker': ('cli_pipeline.html#worker', 'stockops/cli_pipeline.py')},
             'stockops.cli_serving': { 'stockops.cli_serving._addresses': ('cli_serving.html#_addresses', 'stockops/cli_serving.py'),
+                                      'stockops.cli_serving._end': ('cli_serving.html#_end', 'stockops/cli_serving.py'),
                                       'stockops.cli_serving._services': ('cli_serving.html#_services', 'stockops/cli_serving.py'),
                                       'stockops.cli_serving.dashboard': ('cli_serving.html#dashboard', 'stockops/cli_serving.py'),
                                       'stockops.cli_serving.serve': ('cli_serving.html#serve', 'stockops/cli_serving.py'),

@@ -113,6 +113,7 @@ def run_daily(
     path: str = "",
     job: str = "",  # what the progress reports call it (default: the daily run)
     backfill: int = 0,  # on a workspace without forecasts, first replay this many sessions up to the day
+    wait_server: float = 0,  # seconds to wait for the Prefect server to answer (`up` starts one beside this run)
 ) -> None:
     "The daily flow once through Prefect, its progress and result on the console; exit 1 when it did not complete."
     from stockops.config import SOURCES, environment_value, parse_tickers
@@ -127,6 +128,9 @@ def run_daily(
 
     daily = load_flow(settings, "daily")
     server = environment_value("PREFECT_API_URL") or settings.prefect_api_url
+    if server and wait_server:
+        wait_for(f"{server}/health", None, f"the Prefect server at {server} did not answer within {wait_server:g} s",
+                 seconds=wait_server, every=0.2)  # fmt: skip
     stderr_console().print(
         f"running the daily flow through the Prefect server at {server}"
         if server
@@ -173,11 +177,14 @@ def run(
     backfill: Annotated[
         int, typer.Option(help="on a workspace without forecasts, first replay this many sessions up to the day")
     ] = 0,
+    wait_server: Annotated[
+        float, typer.Option(help="seconds to wait for the Prefect server to answer first (up starts one beside)", min=0)
+    ] = 0,
 ):
     "Run the daily flow once through Prefect: ETL, monitoring, training where the policy says so, forecasts (executed notebooks in reports/daily/)."
     if backfill < 0:
         raise BadInput(f"--backfill must be 0 or more sessions, not {backfill}")
-    run_daily(settings, as_of, tickers, source, path, job, backfill)
+    run_daily(settings, as_of, tickers, source, path, job, backfill, wait_server)
 
 # %% ../nbs/80c_cli_pipeline.ipynb #9199415f
 @command

@@ -174,7 +174,7 @@ def up(
     quiet_prefect(settings)  # the terminal is a person's: log records to data/logs/
     logs = settings.data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    services, started, prefect = _services(settings), {}, None
+    services, started, prefect, run = _services(settings), {}, None, None
     try:
         prefect = start_prefect_server(settings, settings.prefect_ui_port)  # beside the others: ready sooner
         for name, (command_line, _health, environment) in services.items():
@@ -185,20 +185,33 @@ def up(
         print("\nthe workspace is up (Ctrl-C stops everything):", flush=True)
         for line in _addresses(settings, prefect_url(settings, settings.prefect_ui_port), logs):
             print(line, flush=True)
+        if not no_run:  # in a child process (the terminal is its too): Ctrl-C reaches it, and a flow run's threads
+            # do not stay in this one (after one, Ctrl-C no longer stopped the schedules served below). It starts
+            # now and waits for the Prefect server itself: its own start overlaps the server's
+            first = not promotion_log_path(settings).exists()  # a fresh workspace: give it a past to show
+            job = "the first run" if first else "the daily run"
+            command_line = [sys.executable, "-m", "stockops.cli", "run", "--job", job, "--wait-server", "180"]
+            command_line += ["--backfill", str(settings.monitor_window)] if first else []
+            run = subprocess.Popen(command_line, env=child_environment(settings))
         with prefect_server(settings, settings.prefect_ui_port, prefect) as url:
-            if not no_run:  # in a child process (the terminal is its too): Ctrl-C reaches it, and a flow run's threads
-                # do not stay in this one (after one, Ctrl-C no longer stopped the schedules served below)
-                first = not promotion_log_path(settings).exists()  # a fresh workspace: give it a past to show
-                job = "the first run" if first else "the daily run"
-                command_line = [sys.executable, "-m", "stockops.cli", "run", "--job", job]
-                command_line += ["--backfill", str(settings.monitor_window)] if first else []
-                if subprocess.call(command_line, env=child_environment(settings)):  # said there, with the logs' path
+            try:
+                if run is not None and run.wait():  # said there, with the logs' path
                     print(f"{job} did not complete; still serving what there is (Ctrl-C stops everything)", flush=True)
+            finally:  # Ctrl-C or SIGTERM during the run: it ends first, before the server it uses
+                _end(run)
             serve_schedules(settings, url)
     except KeyboardInterrupt:
         pass
     finally:
+        _end(run)  # if it started before the Prefect server was up
         unentered = prefect[1] if prefect else None  # the Prefect server, if `prefect_server` did not stop it already
         for process in [*started.values(), unentered]:
             stop(process)
         print("stopped: API, dashboards, MLflow UI, Prefect server", flush=True)
+
+
+def _end(process) -> None:
+    "Kill a child still running (`subprocess.call` does the same when interrupted), and reap it."
+    if process is not None and process.poll() is None:
+        process.kill()
+        process.wait()

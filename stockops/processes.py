@@ -51,7 +51,7 @@ def start(
 
 def wait_for(
     ready: str | Callable[[], bool],  # a URL that must answer, or a check that must return True
-    process: subprocess.Popen,  # the server: when it exits, waiting stops
+    process: subprocess.Popen | None,  # the server: when it exits, waiting stops (None: a server started elsewhere)
     message: str,  # the error's message, e.g. "<url> did not come up; see <log>"
     log: Path | None = None,  # a log whose last 2000 characters the error shows
     seconds: float = 120,  # give up after this long
@@ -61,7 +61,7 @@ def wait_for(
     check = (lambda: answers(ready)) if isinstance(ready, str) else ready
     deadline = time.monotonic() + seconds
     while not check():
-        if process.poll() is not None or time.monotonic() > deadline:
+        if (process is not None and process.poll() is not None) or time.monotonic() > deadline:
             tail = f":\n{Path(log).read_text(errors='replace')[-2000:]}" if log else ""
             raise RuntimeError(message + tail)
         time.sleep(every)
