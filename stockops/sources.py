@@ -259,10 +259,11 @@ def _column_key(name: object) -> str:
 def _parse_dates(values: pd.Series) -> pd.Series:
     """ISO (date part of a timestamp, any offset) or US month/day/year dates; NaT where neither. Each distinct text is
     parsed once: a long file writes each date once per ticker."""
-    codes, distinct = pd.factorize(values)
-    parsed = _parse_date_text(pd.Series(distinct, dtype=object)).to_numpy()[codes]
-    parsed[codes < 0] = np.datetime64("NaT")
-    return pd.Series(parsed, index=values.index, dtype="datetime64[ns]")
+    codes, distinct = pd.factorize(values)  # a missing value's code is -1
+    dates = _parse_date_text(pd.Series(distinct, dtype=object)).to_numpy()
+    parsed = np.full(len(codes), np.datetime64("NaT"), dtype="datetime64[ns]")
+    parsed[codes >= 0] = dates[codes[codes >= 0]]
+    return pd.Series(parsed, index=values.index)
 
 
 def _parse_date_text(values: pd.Series) -> pd.Series:

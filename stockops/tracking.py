@@ -106,13 +106,13 @@ def start_run(name: str):
     return mlflow.start_run(run_name=name, tags=started_by())
 
 # %% ../nbs/40_tracking.ipynb #357978e2
-_FILE_COLUMNS = (
+_FILE_COLUMNS = (  # where MLflow's SQL store names files by their paths
     ("experiments", "artifact_location"),
     ("runs", "artifact_uri"),
     ("logged_models", "artifact_location"),
     ("model_versions", "storage_location"),
     ("model_versions", "source"),
-)  # fmt: skip  (where the store names files)
+)
 
 
 def relocate_store(settings: Settings, say: Callable[[str], None] = to_terminal) -> dict[str, int]:
