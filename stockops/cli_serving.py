@@ -108,11 +108,7 @@ def dashboard(
     try:
         raise typer.Exit(voila.wait())
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (`main`): Voila stops, and its kernels with it
-        voila.terminate()
-        try:
-            voila.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            voila.kill()
+        stop(voila)
         print("stopped: dashboards", flush=True)
 
 # %% ../nbs/80d_cli_serving.ipynb #7781b5c4
@@ -198,20 +194,13 @@ def up(
                 if run is not None and run.wait():  # said there, with the logs' path
                     print(f"{job} did not complete; still serving what there is (Ctrl-C stops everything)", flush=True)
             finally:  # Ctrl-C or SIGTERM during the run: it ends first, before the server it uses
-                _end(run)
+                stop(run)
             serve_schedules(settings, url)
     except KeyboardInterrupt:
         pass
     finally:
-        _end(run)  # if it started before the Prefect server was up
+        stop(run)  # if it started before the Prefect server was up
         unentered = prefect[1] if prefect else None  # the Prefect server, if `prefect_server` did not stop it already
         for process in [*started.values(), unentered]:
             stop(process)
         print("stopped: API, dashboards, MLflow UI, Prefect server", flush=True)
-
-
-def _end(process) -> None:
-    "Kill a child still running (`subprocess.call` does the same when interrupted), and reap it."
-    if process is not None and process.poll() is None:
-        process.kill()
-        process.wait()

@@ -264,6 +264,11 @@ KEYS: dict[str, Key] = {
 }
 
 # %% ../nbs/00_config.ipynb #08be73f0
+def _where(file: Path | None, origin: str) -> str:
+    "A setting's origin as an error names it: the settings file with its section, or `env ...`, `default`."
+    return f"{file} [{SECTION}]" if file is not None and origin == file.name else origin
+
+
 @dataclass(frozen=True)
 class Settings:
     "Resolved settings; `origins` says where each value came from."
@@ -358,8 +363,7 @@ class Settings:
 
     def where(self, key: str) -> str:
         "Where `key` was set, as an error names it: `/work/settings.ini [stockops]`, `env STOCKOPS_DATA_DIR`, `default`."
-        origin = self.origins.get(key, "default")
-        return f"{self.file} [{SECTION}]" if self.file is not None and origin == self.file.name else origin
+        return _where(self.file, self.origins.get(key, "default"))
 
     def describe(self) -> list[tuple[str, str, str]]:
         "(key, value, origin) rows for display; a secret shows as '(set, hidden)'."
@@ -484,7 +488,7 @@ def load_settings(
     values, origins = {}, {}
     for key, (text, origin) in raw.items():
         spec = KEYS[key]
-        where = f"{path} [{SECTION}]" if path is not None and origin == path.name else origin  # as `Settings.where`
+        where = _where(path, origin)
         try:
             value = spec.parse(text)
         except (ValueError, TypeError) as error:

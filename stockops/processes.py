@@ -68,18 +68,26 @@ def wait_for(
 
 # %% ../nbs/07_processes.ipynb #17e5e075
 def stop(
-    process: subprocess.Popen | None,  # a server from `start` (None: nothing to do)
+    process: subprocess.Popen | None,  # a server from `start`, or a child in this process's group (None: nothing to do)
     first: int = signal.SIGTERM,  # the signal asking it to stop
     seconds: float = 30,  # after this long, SIGKILL
 ) -> None:
-    "Stop a server from `start` and the children in its process group; kill them when they do not stop in time."
+    """Stop a server from `start` and the children in its process group (a child that shares this process's group:
+    that child alone); kill them when they do not stop in time."""
     if process is None or process.poll() is not None:
         return
+
+    def send(signum: int) -> None:
+        if os.getpgid(process.pid) == process.pid:  # it leads its own group (`start`)
+            os.killpg(process.pid, signum)
+        else:
+            process.send_signal(signum)
+
     try:
-        os.killpg(process.pid, first)
+        send(first)
         process.wait(timeout=seconds)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        send(signal.SIGKILL)
         process.wait()
     except ProcessLookupError:
         pass

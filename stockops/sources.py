@@ -388,10 +388,8 @@ class _Parsed:
     def __init__(self, path: Path, found: dict[str, str], decimal_comma: bool):
         self.path, self.found, self.decimal_comma = path, found, decimal_comma
         self.pieces, self.bad = [], {}  # column -> [count, first (line, value)s]
-        self.kept, self.copies = (
-            np.empty(0, dtype="uint64"),
-            [],
-        )  # hashes of the dated rows kept; (symbol, date) dropped
+        self.kept = np.empty(0, dtype="uint64")  # hashes of the dated rows kept, sorted
+        self.copies = []  # (symbol, date) of the copies dropped, a frame per chunk
 
     def add(self, frame: pd.DataFrame, symbols: pd.Series | None = None) -> np.ndarray:
         "Parse a chunk; the mask of its rows kept (not copies), for the caller's columns that go with them."
@@ -417,7 +415,9 @@ class _Parsed:
         "How many copies were dropped per date (of `symbol`'s rows, in a file with a ticker column): `repeated_rows`."
         if not self.copies:
             return {}
-        copies = pd.concat(self.copies, ignore_index=True)
+        if len(self.copies) > 1:  # once: a long file asks for each of its tickers
+            self.copies = [pd.concat(self.copies, ignore_index=True)]
+        copies = self.copies[0]
         dates = copies["date"] if symbol is None else copies.loc[copies["symbol"] == symbol, "date"]
         return {str(day.date()): int(count) for day, count in dates.value_counts().sort_index().items()}
 
