@@ -342,6 +342,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'stockops.files.append_jsonl': ('files.html#append_jsonl', 'stockops/files.py'),
                                 'stockops.files.mount_point': ('files.html#mount_point', 'stockops/files.py'),
                                 'stockops.files.read_jsonl': ('files.html#read_jsonl', 'stockops/files.py'),
+                                'stockops.files.read_parquet_once': ('files.html#read_parquet_once', 'stockops/files.py'),
                                 'stockops.files.require_space': ('files.html#require_space', 'stockops/files.py'),
                                 'stockops.files.utc_now': ('files.html#utc_now', 'stockops/files.py'),
                                 'stockops.files.write_json_atomic': ('files.html#write_json_atomic', 'stockops/files.py'),

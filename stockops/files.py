@@ -11,13 +11,15 @@ import json
 import os
 import shutil
 import tempfile
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import pandas as pd
 
 # %% auto #0
-__all__ = ['utc_now', 'write_parquet_atomic', 'write_text_atomic', 'write_json_atomic', 'mount_point', 'DiskFull',
-           'require_space', 'append_jsonl', 'read_jsonl']
+__all__ = ['READ_CACHE_BYTES', 'READ_STATS', 'utc_now', 'write_parquet_atomic', 'write_text_atomic', 'write_json_atomic',
+           'read_parquet_once', 'mount_point', 'DiskFull', 'require_space', 'append_jsonl', 'read_jsonl']
 
 # %% ../nbs/05_files.ipynb #85c5dac5
 def utc_now() -> pd.Timestamp:
@@ -75,6 +77,43 @@ def write_text_atomic(path: Path, text: str, mode: int | None = None) -> None:
 def write_json_atomic(path: Path, data) -> None:
     "Write `data` as JSON to `path` through a temporary file and a rename."
     write_text_atomic(path, json.dumps(data, indent=2, default=str))
+
+# %% ../nbs/05_files.ipynb #d2c4317a
+READ_CACHE_BYTES = 64 * 2**20  # whole files kept in memory per process, across files
+_READS: OrderedDict[str, tuple[tuple, pd.DataFrame, int]] = OrderedDict()  # path -> (version, frame, bytes)
+_READS_LOCK = threading.Lock()  # the API reads files from several threads
+READ_STATS = {"reads": 0, "kept": 0}
+
+
+def read_parquet_once(path: Path | str, columns: list[str] | None = None) -> pd.DataFrame | None:
+    """`pd.read_parquet(path, columns=columns)` of a local file, None when there is none; the file is read once per
+    version of it (inode, modification time, size) in this process."""
+    key = str(path)
+    try:
+        stat = os.stat(key)
+    except FileNotFoundError:
+        return None
+    version = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    with _READS_LOCK:
+        kept = _READS.get(key)
+        frame = kept[1] if kept is not None and kept[0] == version else None
+        if frame is not None:
+            _READS.move_to_end(key)
+            READ_STATS["kept"] += 1
+    if frame is None:
+        try:  # a file replaced since the stat is read as it is now, kept under the older version: read again next time
+            frame = pd.read_parquet(key)
+        except FileNotFoundError:
+            return None
+        size = int(frame.memory_usage(deep=True).sum())
+        with _READS_LOCK:
+            READ_STATS["reads"] += 1
+            _READS.pop(key, None)
+            _READS[key] = (version, frame, size)
+            total = sum(entry[2] for entry in _READS.values())
+            while total > READ_CACHE_BYTES and len(_READS) > 1:
+                total -= _READS.popitem(last=False)[1][2]
+    return (frame[list(columns)] if columns is not None else frame).copy()
 
 # %% ../nbs/05_files.ipynb #9f244329
 def mount_point(path: Path) -> Path:

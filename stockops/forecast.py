@@ -15,7 +15,7 @@ import pandas as pd
 from .calendar import add_trading_days, calendar_name
 from .config import Settings, validate_ticker
 from .features import index_as_known, make_features
-from .files import utc_now, write_parquet_atomic
+from .files import read_parquet_once, utc_now, write_parquet_atomic
 from .prices import require_prices
 from .tracking import mlflow_client, model_name, promotion_records, require_champion
 
@@ -155,7 +155,8 @@ def append_predictions(frame: pd.DataFrame, settings: Settings) -> int:
     added = 0
     for ticker, rows in frame.groupby("ticker"):
         path = settings.data_dir / "predictions" / f"{validate_ticker(ticker)}.parquet"
-        old = pd.read_parquet(path) if path.is_file() else rows.iloc[:0]
+        old = read_parquet_once(path)
+        old = rows.iloc[:0] if old is None else old
         keys = old[FORECAST_KEY].astype(str).agg("|".join, axis=1) if len(old) else pd.Series([], dtype=str)
         fresh = rows[~rows[FORECAST_KEY].astype(str).agg("|".join, axis=1).isin(set(keys))]
         if len(fresh):
@@ -171,5 +172,5 @@ def prediction_log(settings: Settings, ticker: str | None = None) -> pd.DataFram
     "Logged forecasts (of one ticker, or all)."
     folder = settings.data_dir / "predictions"
     paths = [folder / f"{validate_ticker(ticker)}.parquet"] if ticker else sorted(folder.glob("*.parquet"))
-    frames = [pd.read_parquet(path) for path in paths if path.is_file()]
+    frames = [frame for frame in map(read_parquet_once, paths) if frame is not None]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=FORECAST_KEY)

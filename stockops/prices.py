@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .config import BadInput, Settings, validate_ticker
-from .files import utc_now, write_parquet_atomic
+from .files import read_parquet_once, utc_now, write_parquet_atomic
 
 # %% auto #0
 __all__ = ['BAR_COLUMNS', 'PRICE_COLUMNS', 'VALUE_COLUMNS', 'PriceDataError', 'SourceUnavailable', 'make_bars', 'UpsertResult',
@@ -132,26 +132,25 @@ class PriceStore:
     def read_bytes(self, ticker: str) -> bytes:
         return self.fs.cat_file(self.path(ticker))
 
-    def read_parquet(self, ticker: str, **kwargs) -> pd.DataFrame | None:
-        "`pd.read_parquet` of `ticker`'s file (kwargs: columns, filters), or None when there is none."
+    def read_parquet(self, ticker: str, columns: list[str] | None = None) -> pd.DataFrame | None:
+        """`ticker`'s file (all columns or `columns`), or None when there is none; a local file is read once per version
+        of it (`read_parquet_once`)."""
+        if self.local:
+            return read_parquet_once(self.path(ticker), columns)
         try:
-            if self.local:
-                return pd.read_parquet(self.path(ticker), **kwargs)
-            return pd.read_parquet(self.path(ticker), filesystem=self.fs, **kwargs)
+            return pd.read_parquet(self.path(ticker), filesystem=self.fs, columns=columns)
         except FileNotFoundError:
             return None
 
     def load(self, ticker: str, start: dt.date | str | None = None, end: dt.date | str | None = None) -> pd.DataFrame:
         "Stored bars of `ticker` from `start` to `end` inclusive (as of `end`: nothing later is read)."
-        filters = []
-        if start is not None:
-            filters.append(("date", ">=", pd.Timestamp(start)))
-        if end is not None:
-            filters.append(("date", "<=", pd.Timestamp(end)))
-        bars = self.read_parquet(ticker, filters=filters or None)
+        bars = self.read_parquet(ticker)
         if bars is None:
             return make_bars(pd.DataFrame({"date": []}), ticker, "none").iloc[:0]
-        return bars.reset_index(drop=True)
+        dates = bars["date"].to_numpy()  # stored in date order
+        first = 0 if start is None else np.searchsorted(dates, pd.Timestamp(start).to_datetime64(), "left")
+        last = len(bars) if end is None else np.searchsorted(dates, pd.Timestamp(end).to_datetime64(), "right")
+        return bars.iloc[first:last].reset_index(drop=True)
 
     def last_date(self, ticker: str) -> pd.Timestamp | None:
         dates = self.read_parquet(ticker, columns=["date"])
