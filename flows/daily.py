@@ -29,16 +29,19 @@ def daily(
     overrides: dict | None = None,
     job: str = "",
     backfill: int = 0,
+    since: str = "",
 ) -> dict:
     """One trading day of operations on `tickers` (default: the universe) as of `as_of` (default: the last day the
     source has), fetching from `source` (default: the source setting); `job` names it in the progress reports. With
     `backfill` > 0 a workspace without forecasts first gets a past: the routine on the `backfill` sessions up to the
-    day, as plain calls (`stockops.replay.backfill`; the first run backfills `monitor_window`, three months)."""
+    day, as plain calls (`stockops.replay.backfill`; the first run backfills `monitor_window`, three months). `since`:
+    the job began then (UTC) and its progress goes on (`stockops run --backfill` backfills before the flow, in its own
+    process, while the Prefect server starts)."""
     settings = settings_from(overrides, "flow parameter")
     symbols = parse_tickers(tickers) if tickers else list(settings.universe)
     with workspace_lock(settings, "the daily flow"):  # one writer at a time (`stockops run` holds it already)
         steps = RunbookSteps(settings.transport(), "daily", source, path)
-        progress = Progress(settings, job or "the daily run", to_terminal)
+        progress = Progress(settings, job or "the daily run", to_terminal, since=since or None)
         try:
             past = None
             if backfill:

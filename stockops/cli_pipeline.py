@@ -125,9 +125,26 @@ def run_daily(
     prefect_environment(settings)
     quiet_prefect(settings)
     from stockops.pipeline import load_flow
+    from stockops.progress import Progress, to_terminal
+    from stockops.replay import backfill as backfill_past
 
     daily = load_flow(settings, "daily")
     server = environment_value("PREFECT_API_URL") or settings.prefect_api_url
+    console, past, since = stdout_console(), None, ""
+    if backfill:  # plain calls in this process, while the Prefect server the flow needs may still be starting
+        progress = Progress(settings, job or "the daily run", to_terminal)
+        try:
+            past = backfill_past(settings, parse_tickers(symbols) if symbols else None, "" if day is None else str(day),
+                                 backfill, source, path or None, progress=progress)  # fmt: skip
+        except BaseException as error:
+            progress.finish(f"{type(error).__name__}: {error}"[:500])
+            raise
+        since = progress.record["started_at"]
+        if past:
+            console.print(f"backfilled {past.steps['as_of'].nunique()} days ({past.first} to {past.last}) in "
+                          f"{past.seconds} s, {int(past.steps['retrained'].sum())} tickers trained (the first day "
+                          f"trains every ticker)")  # fmt: skip
+            day = parse_date(past.last, "as-of")
     if server and wait_server:
         wait_for(f"{server}/health", None, f"the Prefect server at {server} did not answer within {wait_server:g} s",
                  seconds=wait_server, every=0.2)  # fmt: skip
@@ -143,18 +160,13 @@ def run_daily(
         path=path,
         overrides=settings.transport(),
         job=job,
-        backfill=backfill,
+        since=since,
         return_state=True,
     )
-    console = stdout_console()
     if not state.is_completed():
         console.print(f"daily flow {state.type.value.lower()}: {state.message} (logs: {settings.data_dir / 'logs'})")
         raise typer.Exit(1)
     summary = state.result()
-    past = summary.get("backfill")
-    if past:
-        console.print(f"backfilled {past['days']} days ({past['first']} to {past['last']}) in {past['seconds']} s, "
-                      f"{past['retrained']} tickers trained (the first day trains every ticker)")  # fmt: skip
     console.print(f"daily flow completed for {summary['as_of']} in {summary['seconds']} s of runbooks")
     for ticker, decision in summary["decisions"].items():
         verdict = "retrained" if ticker in summary["retrained"] else "kept"

@@ -71,14 +71,18 @@ class Progress:
         echo: Callable[[str], None] | None = None,  # told the sentences
         clock: Callable[[], float] = time.monotonic,
         every: float = 10.0,  # seconds between `echo`'s lines within a step (a new step and the last item: at once)
+        since: str | None = None,  # the job began then (UTC), under an earlier Progress: its elapsed time goes on
     ):
         self.path, self.echo, self.clock, self.every = progress_path(settings), echo, clock, every
         self.started = self.step_started = clock()
         self.echoed = (None, float("-inf"))  # (step and state, when) of the last sentence told
+        began = utc_now() if since is None else pd.Timestamp(since)
+        if since is not None:  # a job continued (the first run's backfill, then its day in the flow): no new start
+            self.started -= max((pd.Timestamp.now(tz="UTC") - began).total_seconds(), 0.0)
         self.record = {"job": job, "state": "running", "step": "starting", "done": 0, "total": 0, "unit": "tickers",
-                       "item": None, "started_at": str(utc_now()), "elapsed_s": 0.0, "eta_s": None, "updated_at": None,
+                       "item": None, "started_at": str(began), "elapsed_s": 0.0, "eta_s": None, "updated_at": None,
                        "pid": os.getpid(), "host": socket.gethostname(), "message": None}  # fmt: skip
-        self._write()
+        self._write(tell=since is None)
 
     def step(self, name: str, total: int = 0, unit: str = "tickers") -> None:
         "Start step `name` (a key of `VERBS`) with `total` items to do (0: not counted)."
@@ -96,14 +100,18 @@ class Progress:
         self.record.update(state="failed" if failure else "completed", message=failure)
         self._write()
 
-    def _write(self) -> None:
+    def _write(self, tell: bool = True) -> None:
         now, done, total = self.clock(), self.record["done"], self.record["total"]
         running = self.record["state"] == "running" and total and done
         eta = round((now - self.step_started) / done * (total - done), 1) if running else None
         self.record.update(elapsed_s=round(now - self.started, 1), eta_s=eta, updated_at=str(utc_now()))
         write_json_atomic(self.path, self.record)
         phase = (self.record["step"], self.record["state"])
-        if self.echo is not None and (phase != self.echoed[0] or now - self.echoed[1] >= self.every or done == total):
+        if (
+            tell
+            and self.echo is not None
+            and (phase != self.echoed[0] or now - self.echoed[1] >= self.every or done == total)
+        ):
             self.echoed = (phase, now)
             self.echo(describe(self.record))
 
