@@ -80,17 +80,19 @@ def write_json_atomic(path: Path, data) -> None:
 
 # %% ../nbs/05_files.ipynb #d2c4317a
 READ_CACHE_BYTES = 64 * 2**20  # whole files kept in memory per process, across files
-_READS: OrderedDict[str, tuple[tuple, pd.DataFrame, int]] = OrderedDict()  # path -> (version, frame, bytes)
+_READS: OrderedDict[tuple, tuple[tuple, pd.DataFrame, int]] = (
+    OrderedDict()
+)  # (path, columns) -> (version, frame, bytes)
 _READS_LOCK = threading.Lock()  # the API reads files from several threads
 READ_STATS = {"reads": 0, "kept": 0}
 
 
 def read_parquet_once(path: Path | str, columns: list[str] | None = None) -> pd.DataFrame | None:
     """`pd.read_parquet(path, columns=columns)` of a local file, None when there is none; the file is read once per
-    version of it (inode, modification time, size) in this process."""
-    key = str(path)
+    version of it (inode, modification time, size) and choice of columns in this process."""
+    key = (str(path), None if columns is None else tuple(columns))
     try:
-        stat = os.stat(key)
+        stat = os.stat(key[0])
     except FileNotFoundError:
         return None
     version = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
@@ -102,7 +104,7 @@ def read_parquet_once(path: Path | str, columns: list[str] | None = None) -> pd.
             READ_STATS["kept"] += 1
     if frame is None:
         try:  # a file replaced since the stat is read as it is now, kept under the older version: read again next time
-            frame = pd.read_parquet(key)
+            frame = pd.read_parquet(key[0], columns=columns)
         except FileNotFoundError:
             return None
         size = int(frame.memory_usage(deep=True).sum())
@@ -113,7 +115,7 @@ def read_parquet_once(path: Path | str, columns: list[str] | None = None) -> pd.
             total = sum(entry[2] for entry in _READS.values())
             while total > READ_CACHE_BYTES and len(_READS) > 1:
                 total -= _READS.popitem(last=False)[1][2]
-    return (frame[list(columns)] if columns is not None else frame).copy()
+    return frame.copy()
 
 # %% ../nbs/05_files.ipynb #9f244329
 def mount_point(path: Path) -> Path:
