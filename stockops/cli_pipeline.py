@@ -145,6 +145,8 @@ def run_daily(
                           f"{past.seconds} s, {int(past.steps['retrained'].sum())} tickers trained (the first day "
                           f"trains every ticker)")  # fmt: skip
             day = parse_date(past.last, "as-of")
+        else:
+            console.print("not backfilled: the workspace has forecasts already")
     if server and wait_server:
         wait_for(f"{server}/health", None, f"the Prefect server at {server} did not answer within {wait_server:g} s",
                  seconds=wait_server, every=0.2)  # fmt: skip
