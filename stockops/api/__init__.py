@@ -7,7 +7,6 @@ __all__ = ['MAX_BODY_BYTES', 'ROUTERS', 'FAST', 'check_binding', 'PublicGuard', 
 
 # %% ../../nbs/70_api.ipynb #089e23d5
 import json
-import sys
 import threading
 from contextlib import asynccontextmanager
 
@@ -18,7 +17,6 @@ from fastapi.staticfiles import StaticFiles
 
 import stockops
 from . import events, forecasts, market, models, monitoring, runs, system
-from .deps import GIL_SWITCH_SECONDS
 from ..config import BadInput, Settings, check_token, is_loopback, load_settings
 from ..forecast import BrokenModel
 from ..serving import Predictor, ServingState
@@ -184,7 +182,5 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
 
 
 def serve_app() -> FastAPI:
-    """The factory uvicorn's workers call (`uvicorn stockops.api:serve_app --factory`). The process serves the API alone,
-    so a thread of CPU work hands the GIL to the event loop within `GIL_SWITCH_SECONDS` (70a_api_deps)."""
-    sys.setswitchinterval(GIL_SWITCH_SECONDS)
+    "The factory uvicorn's workers call (`uvicorn stockops.api:serve_app --factory`)."
     return create_app(load_settings())

@@ -4,12 +4,13 @@
 
 # %% auto #0
 __all__ = ['SettingsDep', 'StateDep', 'SnapshotDep', 'PredictorDep', 'LauncherDep', 'JSON', 'TickerPath', 'Day', 'PROBLEMS',
-           'ViewDep', 'TokenDep', 'CPU_THREADS', 'GIL_SWITCH_SECONDS', 'get_settings', 'get_state', 'get_snapshot',
-           'get_predictor', 'get_launcher', 'Problem', 'problems', 'still_coming', 'unknown_ticker', 'no_champion',
-           'find_view', 'ticker_view', 'finite', 'require_token', 'cpu_bound']
+           'ViewDep', 'TokenDep', 'CPU_THREADS', 'get_settings', 'get_state', 'get_snapshot', 'get_predictor',
+           'get_launcher', 'Problem', 'problems', 'still_coming', 'unknown_ticker', 'no_champion', 'find_view',
+           'ticker_view', 'finite', 'require_token', 'cpu_bound']
 
 # %% ../../nbs/70a_api_deps.ipynb #49c61c44
 import datetime as dt
+import os
 import re
 import secrets
 from collections.abc import Callable
@@ -172,8 +173,7 @@ async def require_token(
 TokenDep = Depends(require_token)  # for a route's `dependencies=[TokenDep]`
 
 # %% ../../nbs/70a_api_deps.ipynb #2a16d452
-CPU_THREADS = 1  # the work holds the GIL: more threads would only lengthen the loop's wait for it
-GIL_SWITCH_SECONDS = 0.001  # how long a thread keeps the GIL another thread asks for, in an API process
+CPU_THREADS = os.cpu_count() or 1
 _cpu = anyio.CapacityLimiter(CPU_THREADS)
 
 
