@@ -16,7 +16,6 @@ from stockops.orchestrate import RunbookSteps
 from stockops.pipeline import wait_for_logging
 from stockops.progress import Progress, to_terminal
 from stockops.publish import publish_site
-from stockops.replay import backfill as backfill_past
 from stockops.routine import run_day
 
 
@@ -28,32 +27,18 @@ def daily(
     path: str = "",
     overrides: dict | None = None,
     job: str = "",
-    backfill: int = 0,
     since: str = "",
 ) -> dict:
     """One trading day of operations on `tickers` (default: the universe) as of `as_of` (default: the last day the
-    source has), fetching from `source` (default: the source setting); `job` names it in the progress reports. With
-    `backfill` > 0 a workspace without forecasts first gets a past: the routine on the `backfill` sessions up to the
-    day, as plain calls (`stockops.replay.backfill`; the first run backfills `monitor_window`, three months). `since`:
-    the job began then (UTC) and its progress goes on (`stockops run --backfill` backfills before the flow, in its own
-    process, while the Prefect server starts)."""
+    source has), fetching from `source` (default: the source setting); `job` names it in the progress reports.
+    `since`: the job began then (UTC) and its progress goes on (a first run's backfill, `stockops run --backfill`,
+    replays its past as plain calls in the command's own process before this flow, while the Prefect server starts)."""
     settings = settings_from(overrides, "flow parameter")
     symbols = parse_tickers(tickers) if tickers else list(settings.universe)
     with workspace_lock(settings, "the daily flow"):  # one writer at a time (`stockops run` holds it already)
         steps = RunbookSteps(settings.transport(), "daily", source, path)
         progress = Progress(settings, job or "the daily run", to_terminal, since=since or None)
         try:
-            past = None
-            if backfill:
-                past = backfill_past(
-                    settings, symbols, as_of, backfill, source or None, path or None, progress=progress
-                )
-                as_of = past.last if past else as_of
-                get_run_logger().info(
-                    f"backfilled {past.first} to {past.last} in {past.seconds} s ({past.report})"
-                    if past
-                    else "not backfilled: the workspace has forecasts already"
-                )
             day = run_day(steps, settings, symbols, as_of, log=get_run_logger().info, progress=progress)
             progress.step("publish")
             summary = {
@@ -66,22 +51,13 @@ def daily(
                 "notebooks": [run["notebook"] for run in steps.runs],
                 "seconds": round(sum(run["seconds"] for run in steps.runs), 1),
                 "published": len(publish_site(settings)),  # pages written, plotly.js and the index included
-                "backfill": None
-                if past is None
-                else {
-                    "first": past.first,
-                    "last": past.last,
-                    "seconds": past.seconds,
-                    "days": past.steps["as_of"].nunique(),
-                    "retrained": int(past.steps["retrained"].sum()),
-                },
             }
             wait_for_logging()  # every runbook run is in MLflow (tags stockops.flow, stockops.as_of) before the flow ends
             write_json_atomic(
                 settings.reports_dir / "daily" / day.as_of / "run.json", {"summary": summary, "runs": steps.runs}
             )
         except BaseException as error:
-            progress.finish(f"{type(error).__name__}: {error}"[:500])
+            progress.fail(error)
             raise
         progress.finish()
         return summary

@@ -542,6 +542,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                    'stockops.progress.Progress.__init__': ('progress.html#progress.__init__', 'stockops/progress.py'),
                                    'stockops.progress.Progress._write': ('progress.html#progress._write', 'stockops/progress.py'),
                                    'stockops.progress.Progress.advance': ('progress.html#progress.advance', 'stockops/progress.py'),
+                                   'stockops.progress.Progress.fail': ('progress.html#progress.fail', 'stockops/progress.py'),
                                    'stockops.progress.Progress.finish': ('progress.html#progress.finish', 'stockops/progress.py'),
                                    'stockops.progress.Progress.step': ('progress.html#progress.step', 'stockops/progress.py'),
                                    'stockops.progress._alive': ('progress.html#_alive', 'stockops/progress.py'),

@@ -137,7 +137,7 @@ def run_daily(
             past = backfill_past(settings, parse_tickers(symbols) if symbols else None, "" if day is None else str(day),
                                  backfill, source, path or None, progress=progress)  # fmt: skip
         except BaseException as error:
-            progress.finish(f"{type(error).__name__}: {error}"[:500])
+            progress.fail(error)
             raise
         since = progress.record["started_at"]
         if past:

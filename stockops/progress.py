@@ -100,6 +100,10 @@ class Progress:
         self.record.update(state="failed" if failure else "completed", message=failure)
         self._write()
 
+    def fail(self, error: BaseException) -> None:
+        "The job ended with `error` (its type and message, the first 500 characters)."
+        self.finish(f"{type(error).__name__}: {error}"[:500])
+
     def _write(self, tell: bool = True) -> None:
         now, done, total = self.clock(), self.record["done"], self.record["total"]
         running = self.record["state"] == "running" and total and done
