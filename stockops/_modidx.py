@@ -68,6 +68,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                      'stockops.api.market.PreparedHistory.build': ( 'api_market.html#preparedhistory.build',
                                                                                     'stockops/api/market.py'),
                                      'stockops.api.market.TickerSummary': ('api_market.html#tickersummary', 'stockops/api/market.py'),
+                                     'stockops.api.market._head': ('api_market.html#_head', 'stockops/api/market.py'),
                                      'stockops.api.market._prepared': ('api_market.html#_prepared', 'stockops/api/market.py'),
                                      'stockops.api.market.carry_histories': ('api_market.html#carry_histories', 'stockops/api/market.py'),
                                      'stockops.api.market.chosen_columns': ('api_market.html#chosen_columns', 'stockops/api/market.py'),

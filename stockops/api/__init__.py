@@ -6,6 +6,7 @@
 __all__ = ['MAX_BODY_BYTES', 'ROUTERS', 'FAST', 'check_binding', 'PublicGuard', 'BodyLimit', 'create_app', 'serve_app']
 
 # %% ../../nbs/70_api.ipynb #089e23d5
+import gc
 import json
 import threading
 from contextlib import asynccontextmanager
@@ -34,14 +35,24 @@ class PublicGuard:
 
     def __init__(self, app, settings: Settings):
         self.app, self.settings = app, settings
+        self.refusals: dict[str, bytes | None] = {}  # the server's address -> the 403's body, None: served
+
+    def refusal(self, host: str) -> bytes | None:
+        "The 403's body for a request that reached the server on `host`, or None; once per address (a server has few)."
+        if host not in self.refusals:
+            body = None
+            if _an_address(host) and not is_loopback(host):
+                try:
+                    check_binding(self.settings, host)
+                except BadInput as refusal:
+                    body = json.dumps({"detail": str(refusal)}).encode()
+            self.refusals[host] = body
+        return self.refusals[host]
 
     async def __call__(self, scope, receive, send):
-        host = (scope.get("server") or ("localhost", 0))[0]
-        if scope["type"] in ("http", "websocket") and _an_address(host) and not is_loopback(host):
-            try:
-                check_binding(self.settings, host)
-            except BadInput as refusal:
-                body = json.dumps({"detail": str(refusal)}).encode()
+        if scope["type"] in ("http", "websocket"):
+            body = self.refusal((scope.get("server") or ("localhost", 0))[0])
+            if body is not None:
                 await send({"type": "http.response.start", "status": 403,
                             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})  # fmt: skip
                 await send({"type": "http.response.body", "body": body})
@@ -150,9 +161,14 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
 
     state.on_refresh(prepare)
 
+    def warm_up() -> None:
+        prepare(state.snapshot)
+        gc.collect()  # what the start loaded (modules, the first champions) lives as long as the process:
+        gc.freeze()  # out of every later full collection, which then walks only what came after (above)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        threading.Thread(target=prepare, args=(state.snapshot,), daemon=True, name="stockops-warm").start()
+        threading.Thread(target=warm_up, daemon=True, name="stockops-warm").start()
         if refresh:
             state.start()
         yield
@@ -162,6 +178,7 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
         title="stockops", version=stockops.__version__, lifespan=lifespan,
         description="Stock price forecasts with honest intervals and the evidence against the naive random walk.",
         redirect_slashes=False,  # Starlette's redirect of `/tickers/` names the Host header the client sent
+        telemetry={"tracing": False, "metrics": False, "logs": False},  # ours is Prometheus (/metrics); see below
     )  # fmt: skip
     app.state.settings, app.state.serving, app.state.predictor = settings, state, predictor
     for router in ROUTERS:

@@ -99,9 +99,15 @@ class RequestMetrics:
         self.latency = Histogram("http_request_duration_seconds", "Request duration by handler and method",
                                  ["handler", "method"], buckets=self.BUCKETS, registry=registry)  # fmt: skip
 
+        self.children: dict[tuple, tuple] = {}  # (handler, method, status) -> the two labelled series
+
     def record(self, handler: str, method: str, status: str, seconds: float) -> None:
-        self.requests.labels(handler, method, status).inc()
-        self.latency.labels(handler, method).observe(seconds)
+        key = (handler, method, status)
+        if key not in self.children:  # `labels()` looks the series up under a lock: once per key, not per request
+            self.children[key] = (self.requests.labels(handler, method, status), self.latency.labels(handler, method))
+        count, latency = self.children[key]
+        count.inc()
+        latency.observe(seconds)
 
     def __call__(self, info) -> None:
         "The instrumentator's hook (prometheus-fastapi-instrumentator `Info`)."
