@@ -343,6 +343,11 @@ class Settings:
         return self.data_dir / "mlartifacts"
 
     @property
+    def site_dir(self) -> Path:
+        "Where the daily flow publishes the static forecast pages (`stockops.publish`; the API's `/reports/site/`)."
+        return self.reports_dir / "site"
+
+    @property
     def api_url(self) -> str:
         "Where this machine reaches the API (`stockops serve`): a wildcard bind address is reached on 127.0.0.1."
         host = "127.0.0.1" if self.api_host in ("0.0.0.0", "::", "") else self.api_host

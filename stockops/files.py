@@ -13,13 +13,15 @@ import shutil
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
 # %% auto #0
 __all__ = ['READ_CACHE_BYTES', 'READ_STATS', 'utc_now', 'write_parquet_atomic', 'write_text_atomic', 'write_json_atomic',
-           'read_parquet_once', 'mount_point', 'DiskFull', 'require_space', 'append_jsonl', 'read_jsonl']
+           'read_once', 'read_parquet_once', 'read_bytes_once', 'mount_point', 'DiskFull', 'require_space',
+           'append_jsonl', 'read_jsonl']
 
 # %% ../nbs/05_files.ipynb #85c5dac5
 def utc_now() -> pd.Timestamp:
@@ -80,17 +82,18 @@ def write_json_atomic(path: Path, data) -> None:
 
 # %% ../nbs/05_files.ipynb #d2c4317a
 READ_CACHE_BYTES = 64 * 2**20  # whole files kept in memory per process, across files
-_READS: OrderedDict[tuple, tuple[tuple, pd.DataFrame, int]] = (
+_READS: OrderedDict[tuple, tuple[tuple, object, int]] = (
     OrderedDict()
-)  # (path, columns) -> (version, frame, bytes)
+)  # (path, choice) -> (version, what was read, bytes)
 _READS_LOCK = threading.Lock()  # the API reads files from several threads
 READ_STATS = {"reads": 0, "kept": 0}
 
 
-def read_parquet_once(path: Path | str, columns: list[str] | None = None) -> pd.DataFrame | None:
-    """`pd.read_parquet(path, columns=columns)` of a local file, None when there is none; the file is read once per
-    version of it (inode, modification time, size) and choice of columns in this process."""
-    key = (str(path), None if columns is None else tuple(columns))
+def read_once(path: Path | str, read: Callable[[str], object], choice=None, size: Callable[[object], int] = len):
+    """`read(path)` of a local file, None when there is none; the file is read once per version of it (inode,
+    modification time, size) and `choice` (what `read` takes of it) in this process. The same object is returned to
+    every caller: `read` returns something immutable, or its callers copy it (`read_parquet_once`)."""
+    key = (str(path), choice)
     try:
         stat = os.stat(key[0])
     except FileNotFoundError:
@@ -98,24 +101,36 @@ def read_parquet_once(path: Path | str, columns: list[str] | None = None) -> pd.
     version = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
     with _READS_LOCK:
         kept = _READS.get(key)
-        frame = kept[1] if kept is not None and kept[0] == version else None
-        if frame is not None:
+        value = kept[1] if kept is not None and kept[0] == version else None
+        if value is not None:
             _READS.move_to_end(key)
             READ_STATS["kept"] += 1
-    if frame is None:
+    if value is None:
         try:  # a file replaced since the stat is read as it is now, kept under the older version: read again next time
-            frame = pd.read_parquet(key[0], columns=columns)
+            value = read(key[0])
         except FileNotFoundError:
             return None
-        size = int(frame.memory_usage(deep=True).sum())
         with _READS_LOCK:
             READ_STATS["reads"] += 1
             _READS.pop(key, None)
-            _READS[key] = (version, frame, size)
+            _READS[key] = (version, value, size(value))
             total = sum(entry[2] for entry in _READS.values())
             while total > READ_CACHE_BYTES and len(_READS) > 1:
                 total -= _READS.popitem(last=False)[1][2]
-    return frame.copy()
+    return value
+
+
+def read_parquet_once(path: Path | str, columns: list[str] | None = None) -> pd.DataFrame | None:
+    """`pd.read_parquet(path, columns=columns)` of a local file, None when there is none, read once per version and
+    choice of columns (`read_once`); each caller gets its own copy to change."""
+    frame = read_once(path, lambda name: pd.read_parquet(name, columns=columns),
+                      None if columns is None else tuple(columns), lambda read: int(read.memory_usage(deep=True).sum()))  # fmt: skip
+    return None if frame is None else frame.copy()
+
+
+def read_bytes_once(path: Path | str) -> bytes | None:
+    "The bytes of a local file, None when there is none, read once per version (`read_once`)."
+    return read_once(path, lambda name: Path(name).read_bytes())
 
 # %% ../nbs/05_files.ipynb #9f244329
 def mount_point(path: Path) -> Path:

@@ -17,18 +17,13 @@ from .files import utc_now, write_text_atomic
 from .serving import Snapshot, TickerView, load_snapshot
 
 # %% auto #0
-__all__ = ['SITE', 'STYLE', 'site_dir', 'ticker_page', 'index_page', 'page_name', 'publish_site']
+__all__ = ['STYLE', 'ticker_page', 'index_page', 'page_name', 'publish_site']
 
 # %% ../nbs/72_publish.ipynb #6b10bd97
-SITE = "site"  # under the reports folder
 STYLE = """body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}
 .stockops-card{border-left:4px solid #d35400;background:#fdf6f0;padding:.6rem 1rem;margin:.6rem 0}
 table{border-collapse:collapse}td,th{padding:.25rem .6rem;border-bottom:1px solid #ddd;text-align:right}
 td:first-child,th:first-child{text-align:left}footer{color:#666;font-size:.85rem;margin-top:2rem}"""
-
-
-def site_dir(settings: Settings) -> Path:
-    return settings.reports_dir / SITE
 
 
 def _page(title: str, body: str, published: pd.Timestamp) -> str:
@@ -85,7 +80,7 @@ def publish_site(settings: Settings, snapshot: Snapshot | None = None) -> list[P
     from plotly.offline import get_plotlyjs
 
     snapshot = snapshot or load_snapshot(settings)
-    folder, published = site_dir(settings), utc_now()
+    folder, published = settings.site_dir, utc_now()
     views = [view for _, view in sorted(snapshot.views.items()) if not view.latest.empty]
     written = []
     script = folder / "plotly.min.js"
