@@ -216,13 +216,13 @@ _behind = lru_cache(maxsize=4096)(sessions_closed_after)
 
 
 def instrument(app: FastAPI, state: ServingState) -> RequestMetrics:
-    "Count and time `app`'s requests (but /metrics and /reports) and collect the stockops gauges of `state`."
+    "Count and time `app`'s requests (but /metrics) and collect the stockops gauges of `state`."
     from prometheus_client import CollectorRegistry
     from prometheus_fastapi_instrumentator import Instrumentator
 
     app.state.registry, app.state.stockops_registry = CollectorRegistry(), CollectorRegistry()
     app.state.stockops_registry.register(StockopsCollector(state))
-    instrumentator = Instrumentator(registry=app.state.registry, excluded_handlers=["/metrics", "/reports"])
+    instrumentator = Instrumentator(registry=app.state.registry, excluded_handlers=["/metrics"])
     requests = RequestMetrics(app.state.registry)
     instrumentator.add(requests).instrument(app)
     return requests
