@@ -343,7 +343,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'stockops.files.DiskFull.__str__': ('files.html#diskfull.__str__', 'stockops/files.py'),
                                 'stockops.files.append_jsonl': ('files.html#append_jsonl', 'stockops/files.py'),
                                 'stockops.files.mount_point': ('files.html#mount_point', 'stockops/files.py'),
-                                'stockops.files.read_bytes_once': ('files.html#read_bytes_once', 'stockops/files.py'),
                                 'stockops.files.read_jsonl': ('files.html#read_jsonl', 'stockops/files.py'),
                                 'stockops.files.read_once': ('files.html#read_once', 'stockops/files.py'),
                                 'stockops.files.read_parquet_once': ('files.html#read_parquet_once', 'stockops/files.py'),

@@ -20,8 +20,7 @@ import pandas as pd
 
 # %% auto #0
 __all__ = ['READ_CACHE_BYTES', 'READ_STATS', 'utc_now', 'write_parquet_atomic', 'write_text_atomic', 'write_json_atomic',
-           'read_once', 'read_parquet_once', 'read_bytes_once', 'mount_point', 'DiskFull', 'require_space',
-           'append_jsonl', 'read_jsonl']
+           'read_once', 'read_parquet_once', 'mount_point', 'DiskFull', 'require_space', 'append_jsonl', 'read_jsonl']
 
 # %% ../nbs/05_files.ipynb #85c5dac5
 def utc_now() -> pd.Timestamp:
@@ -126,11 +125,6 @@ def read_parquet_once(path: Path | str, columns: list[str] | None = None) -> pd.
     frame = read_once(path, lambda name: pd.read_parquet(name, columns=columns),
                       None if columns is None else tuple(columns), lambda read: int(read.memory_usage(deep=True).sum()))  # fmt: skip
     return None if frame is None else frame.copy()
-
-
-def read_bytes_once(path: Path | str) -> bytes | None:
-    "The bytes of a local file, None when there is none, read once per version (`read_once`)."
-    return read_once(path, lambda name: Path(name).read_bytes())
 
 # %% ../nbs/05_files.ipynb #9f244329
 def mount_point(path: Path) -> Path:
