@@ -5,10 +5,11 @@
 # %% auto #0
 __all__ = ['router', 'MAX_HORIZON', 'BacktestEvidence', 'LiveEvidence', 'HorizonForecast', 'Forecast', 'forecast_answer',
            'forecast_key', 'latest_forecast_body', 'prebuild_forecasts', 'latest_forecast', 'forecast_fast',
-           'PredictRequest', 'predict_body', 'predict']
+           'PredictRequest', 'predict_body', 'predict', 'predict_fast']
 
 # %% ../../nbs/70d_api_forecasts.ipynb #b7166859
 import datetime as dt
+import json
 from typing import Annotated
 
 import pandas as pd
@@ -16,6 +17,7 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel, Field, field_validator
+from starlette.datastructures import State
 
 from stockops.api.deps import (
     JSON,
@@ -230,3 +232,22 @@ async def predict(request: PredictRequest, snapshot: SnapshotDep, state: StateDe
         raise no_champion(view.ticker, snapshot, state)
     body = await cpu_bound(predict_body, predictor, view, request, snapshot.monitor_window)
     return Response(body, media_type=JSON)
+
+# %% ../../nbs/70d_api_forecasts.ipynb #f52b0163
+async def predict_fast(state: State, body: bytes) -> bytes | None:
+    "The fast path's `POST /predict`: the champion's forecast, or None (the route answers, errors and all)."
+    try:
+        request = PredictRequest.model_validate(json.loads(body))
+    except (
+        ValueError,
+        RecursionError,
+    ):  # not JSON (or nested too deep), or not a request (ValidationError is a ValueError)
+        return None
+    snapshot = state.serving.snapshot
+    view = snapshot.views.get(request.ticker)
+    if view is None or view.champion_version is None:
+        return None
+    try:
+        return await cpu_bound(predict_body, state.predictor, view, request, snapshot.monitor_window)
+    except Exception:  # noqa: BLE001 - the route meets it again and answers it as it does every error
+        return None
