@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['router', 'MAX_HORIZON', 'BacktestEvidence', 'LiveEvidence', 'HorizonForecast', 'Forecast', 'forecast_answer',
            'forecast_key', 'latest_forecast_body', 'prebuild_forecasts', 'latest_forecast', 'forecast_fast',
-           'PredictRequest', 'predict_body', 'predict', 'predict_fast']
+           'PredictRequest', 'predict_body', 'predict_answer', 'predict', 'predict_fast']
 
 # %% ../../nbs/70d_api_forecasts.ipynb #b7166859
 import datetime as dt
@@ -224,30 +224,26 @@ def predict_body(predictor: Predictor, view: TickerView, request: PredictRequest
     return forecast_answer(view, records, window_days).model_dump_json().encode()
 
 
-@router.post("/predict", response_model=Forecast, responses=problems(400, 404, 409, 413, 422, 503))
-async def predict(request: PredictRequest, snapshot: SnapshotDep, state: StateDep, predictor: PredictorDep) -> Response:
-    "Forecast on demand from a stored day's close with the champion (not logged)."
+async def predict_answer(
+    request: PredictRequest, snapshot: Snapshot, state: ServingState, predictor: Predictor
+) -> bytes:
+    "The JSON of `POST /predict`'s answer; `HTTPException` for a ticker not stored or without a champion, or what cannot be forecast."
     view = find_view(request.ticker, snapshot, state)
     if view.champion_version is None:
         raise no_champion(view.ticker, snapshot, state)
-    body = await cpu_bound(predict_body, predictor, view, request, snapshot.monitor_window)
-    return Response(body, media_type=JSON)
+    return await cpu_bound(predict_body, predictor, view, request, snapshot.monitor_window)
+
+
+@router.post("/predict", response_model=Forecast, responses=problems(400, 404, 409, 413, 422, 503))
+async def predict(request: PredictRequest, snapshot: SnapshotDep, state: StateDep, predictor: PredictorDep) -> Response:
+    "Forecast on demand from a stored day's close with the champion (not logged)."
+    return Response(await predict_answer(request, snapshot, state, predictor), media_type=JSON)
 
 # %% ../../nbs/70d_api_forecasts.ipynb #f52b0163
 async def predict_fast(state: State, body: bytes) -> bytes | None:
     "The fast path's `POST /predict`: the champion's forecast, or None (the route answers, errors and all)."
-    try:
+    try:  # decoded as FastAPI decodes it, then the route's model
         request = PredictRequest.model_validate(json.loads(body))
-    except (
-        ValueError,
-        RecursionError,
-    ):  # not JSON (or nested too deep), or not a request (ValidationError is a ValueError)
-        return None
-    snapshot = state.serving.snapshot
-    view = snapshot.views.get(request.ticker)
-    if view is None or view.champion_version is None:
-        return None
-    try:
-        return await cpu_bound(predict_body, state.predictor, view, request, snapshot.monitor_window)
-    except Exception:  # noqa: BLE001 - the route meets it again and answers it as it does every error
+        return await predict_answer(request, state.serving.snapshot, state.serving, state.predictor)
+    except Exception:  # noqa: BLE001 - not JSON, not a request, or any error: the route meets it again and answers it
         return None
