@@ -73,6 +73,7 @@ bench: $(STAMP) ## benchmarks: first training (< 3 min); daily run, plain vs Pre
 LAB_PORT ?= 8888
 LAB_DIR ?= .
 lab: $(STAMP) ## JupyterLab on the workspace with the project's kernel (127.0.0.1:8888; LAB_PORT, LAB_DIR to change)
+	JUPYTER_PATH="$$($(BIN)/python -c 'from stockops.voila import jupyter_path; print(jupyter_path())')" \
 	$(BIN)/jupyter lab --no-browser --ip 127.0.0.1 --port $(LAB_PORT) --notebook-dir $(LAB_DIR) \
 	    $(if $(filter 0,$(shell id -u)),--allow-root)  # root (a container, CI) is refused without it
 

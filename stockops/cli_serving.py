@@ -76,8 +76,12 @@ def voila_command(
 
 
 def voila_environment(settings: Settings, token: str | None) -> dict[str, str]:
-    "Voila's environment: `child_environment(settings)` (its kernels read this workspace) and the token it requires."
-    return child_environment(settings) | ({"JUPYTER_TOKEN": token} if token else {})
+    """Voila's environment: `child_environment(settings)` (its kernels read this workspace), the token it requires and
+    `stockops.voila.jupyter_path()` (Voila serves the charts' plotly.js from there)."""
+    from stockops.voila import jupyter_path
+
+    environment = child_environment(settings) | ({"JUPYTER_TOKEN": token} if token else {})
+    return environment | {"JUPYTER_PATH": jupyter_path(environment.get("JUPYTER_PATH", ""))}
 
 # %% ../nbs/80d_cli_serving.ipynb #2097d3c2
 @command

@@ -6,14 +6,17 @@
 from __future__ import annotations
 
 import html
+import json
 import logging
 import threading
 from pathlib import Path
 
+import anywidget
 import ipywidgets as widgets
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+import traitlets
 
 from .config import Settings
 from .events import sse_messages
@@ -23,10 +26,101 @@ from .serving import Snapshot, TickerView, backtest_verdict, live_verdict, load_
 _log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['TRACES', 'MIN_POINTS', 'fan_data', 'forecast_figure', 'update_forecast_figure', 'evidence_card', 'EventFollower',
-           'Burst', 'ForecastDashboard', 'empty_note', 'live_gap', 'live_history', 'drift_history', 'report_url',
+__all__ = ['PLOTLY_JS_VERSION', 'PLOTLY_JS', 'BASIC_TRACES', 'CHART_ESM', 'TRACES', 'MIN_POINTS', 'ChartView', 'Chart',
+           'fan_data', 'forecast_figure', 'update_forecast_figure', 'evidence_card', 'EventFollower', 'Burst',
+           'ForecastDashboard', 'empty_note', 'live_gap', 'live_history', 'drift_history', 'report_url',
            'mlflow_run_url', 'promotions_table', 'runbook_links', 'MonitorDashboard', 'ProgressBanner', 'forecast_page',
            'monitor_page']
+
+# %% ../nbs/71_dashboard.ipynb #3c109185
+PLOTLY_JS_VERSION = "2.35.2"  # the plotly.js of plotly 5.24 (plotly.offline.get_plotlyjs_version()), its basic bundle
+PLOTLY_JS = f"voila/templates/stockops/static/plotly-basic.min.js?v={PLOTLY_JS_VERSION}"  # under the server's base URL
+BASIC_TRACES = {"bar", "pie", "scatter"}  # the trace types the basic bundle draws
+
+CHART_ESM = r"""
+function plotly(src) {  // one <script> a page, however many charts: it sets globalThis.Plotly
+  globalThis.stockopsPlotly ??= new Promise((resolve, reject) => {
+    const config = document.getElementById("jupyter-config-data");  // Voila's and JupyterLab's page settings
+    const base = (config && JSON.parse(config.textContent).baseUrl) || "/";
+    const script = Object.assign(document.createElement("script"), { src: base + src });
+    const failed = () => {
+      globalThis.stockopsPlotly = undefined;
+      reject(new Error(`plotly.js did not load from ${script.src}: Voila started by stockops dashboard serves it (JupyterLab: make lab)`));
+    };
+    script.onload = () => (globalThis.Plotly ? resolve(globalThis.Plotly) : failed());
+    script.onerror = failed;
+    document.head.appendChild(script);
+  });
+  return globalThis.stockopsPlotly;
+}
+
+export default {
+  async render({ model, el }) {
+    const div = Object.assign(document.createElement("div"), { style: "width: 100%" });
+    el.appendChild(div);
+    let Plotly;
+    try {
+      Plotly = await plotly(model.get("src"));
+    } catch (error) {
+      div.textContent = error.message;
+      return;
+    }
+    const draw = () => {
+      const { data = [], layout = {} } = model.get("spec");
+      Plotly.react(div, data, layout, { responsive: true, displaylogo: false });
+    };
+    draw();
+    model.on("change:spec", draw);
+    const resized = new ResizeObserver(() => div.data && Plotly.Plots.resize(div));  // drawn before it had a width
+    resized.observe(el);
+    return () => {
+      resized.disconnect();
+      model.off("change:spec", draw);
+      Plotly.purge(div);
+    };
+  },
+};
+"""
+
+
+class ChartView(anywidget.AnyWidget):
+    "The browser's side of a `Chart`: plotly.js's basic bundle (from `src`) draws `spec`, the figure's JSON, again when it changes."
+
+    _esm = CHART_ESM
+    spec = traitlets.Dict().tag(sync=True)
+    src = traitlets.Unicode(PLOTLY_JS).tag(sync=True)
+
+
+class Chart(go.Figure):
+    """A plotly `Figure` a page draws live like `go.FigureWidget` (change it in `batch_update()` to redraw once), with
+    plotly.js's basic bundle: display it, or put its `view` in a layout."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._view = ChartView()
+        self._sync()
+
+    @property
+    def view(self) -> ChartView:
+        return self._view
+
+    def _sync(self, *args, **kwargs) -> None:
+        "Send the figure to its view: plotly calls this after each change outside a batch, and once at a batch's end."
+        view = getattr(self, "_view", None)  # None while plotly's constructor runs
+        if view is None:
+            return
+        unknown = sorted({trace.type for trace in self.data} - BASIC_TRACES)
+        if unknown:
+            raise ValueError(f"a Chart draws {sorted(BASIC_TRACES)} traces (plotly.js's basic bundle), not {unknown}")
+        view.spec = json.loads(self.to_json())
+
+    _send_addTraces_msg = _send_moveTraces_msg = _send_deleteTraces_msg = _send_animate_msg = _sync
+    _send_restyle_msg = _send_relayout_msg = _send_update_msg = _sync
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self._view)
 
 # %% ../nbs/71_dashboard.ipynb #fc6bd7f0
 TRACES = ["price", "90% interval", "80% interval", "forecast", "past forecasts", "past 90% intervals"]
@@ -54,9 +148,9 @@ def fan_data(view: TickerView, horizon: int, days: int = 250) -> dict[str, dict]
     return data
 
 
-def forecast_figure() -> go.FigureWidget:
+def forecast_figure() -> Chart:
     "An empty forecast chart with the traces in `TRACES`; `update_forecast_figure` fills it."
-    figure = go.FigureWidget(layout=go.Layout(height=460, margin=dict(l=50, r=20, t=50, b=40), hovermode="x unified",
+    figure = Chart(layout=go.Layout(height=460, margin=dict(l=50, r=20, t=50, b=40), hovermode="x unified",
                                               legend=dict(orientation="h", y=-0.12), yaxis_title="price"))  # fmt: skip
     figure.add_scatter(name="price", mode="lines", line=dict(color="#1f3b57", width=1.5))
     figure.add_scatter(
@@ -73,7 +167,7 @@ def forecast_figure() -> go.FigureWidget:
     return figure
 
 
-def update_forecast_figure(figure: go.FigureWidget, view: TickerView, horizon: int) -> None:
+def update_forecast_figure(figure: Chart, view: TickerView, horizon: int) -> None:
     "Replace the traces' data in place (one batched update)."
     data = fan_data(view, horizon)
     latest = view.latest
@@ -196,7 +290,7 @@ class ForecastDashboard:
         self.live = widgets.HTML()  # what the event stream last said, or why there is none
         self.ticker.observe(self._ticker_changed, names="value")
         self.horizon.observe(lambda change: self.update(), names="value")
-        self.widget = widgets.VBox([widgets.HBox([self.ticker, self.horizon, self.live]), self.card, self.figure])
+        self.widget = widgets.VBox([widgets.HBox([self.ticker, self.horizon, self.live]), self.card, self.figure.view])
         self.update()
 
     def _horizons(self) -> list[tuple[str, int]]:
@@ -244,7 +338,7 @@ class ForecastDashboard:
 MIN_POINTS = 5  # realised forecasts the first point of a rolling live chart needs
 
 
-def empty_note(figure: go.FigureWidget, sentence: str | None) -> None:
+def empty_note(figure: Chart, sentence: str | None) -> None:
     "Show `sentence` instead of `figure`'s axes and legend; None shows the axes again."
     with figure.batch_update():
         figure.layout.annotations = [] if sentence is None else [dict(
@@ -353,10 +447,10 @@ class MonitorDashboard:
         self.ticker = widgets.Dropdown(options=options, value=options[0] if options else None, description="Ticker")
         self.horizon = widgets.Dropdown(options=[(f"{h} day(s)", h) for h in settings.horizons], description="Horizon")
         layout = dict(height=320, margin=dict(l=50, r=20, t=40, b=30), legend=dict(orientation="h", y=-0.2))
-        self.error = go.FigureWidget(layout=go.Layout(**layout, yaxis_title="MAE of log returns"))
+        self.error = Chart(layout=go.Layout(**layout, yaxis_title="MAE of log returns"))
         self.error.add_scatter(name="served model", mode="lines", line=dict(color="#d35400"))
         self.error.add_scatter(name="naive", mode="lines", line=dict(color="#7f8c8d", dash="dash"))
-        self.health = go.FigureWidget(layout=go.Layout(**layout, yaxis=dict(title="share", range=[0, 1.05])))
+        self.health = Chart(layout=go.Layout(**layout, yaxis=dict(title="share", range=[0, 1.05])))
         self.health.add_scatter(name="80% coverage", mode="lines", line=dict(color="#e67e22"))
         self.health.add_scatter(name="90% coverage", mode="lines", line=dict(color="#c0392b"))
         self.health.add_scatter(name="drift share", mode="markers", marker=dict(color="#2c3e50", size=6))
@@ -364,7 +458,7 @@ class MonitorDashboard:
         self.live = widgets.HTML()  # what the event stream last said, or why there is none
         for control in (self.ticker, self.horizon):
             control.observe(lambda change: self.update(), names="value")
-        self.widget = widgets.VBox([widgets.HBox([self.ticker, self.horizon, self.live]), self.summary, self.error, self.health,
+        self.widget = widgets.VBox([widgets.HBox([self.ticker, self.horizon, self.live]), self.summary, self.error.view, self.health.view,
                                     widgets.HTML("<h3>Promotions</h3>"), self.promotions,
                                     widgets.HTML("<h3>Executed runbooks</h3>"), self.runbooks])  # fmt: skip
         self.update()

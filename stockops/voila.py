@@ -5,6 +5,10 @@
 # %% ../nbs/73_voila.ipynb #956466b5
 from __future__ import annotations
 
+import os
+from importlib.resources import files
+from pathlib import Path
+
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
 from tornado.web import HTTPError
 from traitlets import Integer
@@ -12,7 +16,7 @@ from traitlets import Integer
 from .config import Settings
 
 # %% auto #0
-__all__ = ['BUSY', 'REFILL_DELAY', 'CappedKernelManager', 'busy_hook', 'voila_arguments']
+__all__ = ['BUSY', 'REFILL_DELAY', 'JUPYTER_DATA', 'CappedKernelManager', 'busy_hook', 'voila_arguments', 'jupyter_path']
 
 # %% ../nbs/73_voila.ipynb #92537679
 class CappedKernelManager(AsyncMappingKernelManager):
@@ -72,3 +76,16 @@ def voila_arguments(settings: Settings) -> list[str]:
             f"--CappedKernelManager.max_kernels={settings.dashboard_max_kernels}",
             *(["--preheat_kernel=True", f"--pool_size={pool}", f"--VoilaKernelManager.fill_delay={REFILL_DELAY}"]
               if pool else [])]  # fmt: skip
+
+# %% ../nbs/73_voila.ipynb #f6992f6e
+JUPYTER_DATA = (
+    Path(str(files("stockops"))) / "share" / "jupyter"
+)  # holds voila/templates/stockops/static/plotly-basic.min.js
+
+
+def jupyter_path(base: str | None = None) -> str:
+    "`JUPYTER_PATH` with `JUPYTER_DATA` first, then `base` (default: this process's `JUPYTER_PATH`)."
+    base = os.environ.get("JUPYTER_PATH", "") if base is None else base
+    return os.pathsep.join(
+        [str(JUPYTER_DATA), *[path for path in base.split(os.pathsep) if path and path != str(JUPYTER_DATA)]]
+    )

@@ -20,6 +20,8 @@ import pytest
 from conftest import REPO, STOCKOPS, forecast_history, quick_workspace
 
 from stockops.config import load_settings
+from stockops.dashboard import PLOTLY_JS, PLOTLY_JS_VERSION
+from stockops.prices import PriceStore
 
 pytestmark = pytest.mark.server
 CHROMIUM = Path("/usr/bin/chromium")
@@ -397,8 +399,13 @@ PLOT = "document.querySelector('.js-plotly-plot')"
 @pytest.mark.browser
 def test_forecast_dashboard_in_chromium(browser, dashboards):
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    scripts = {}  # path: bytes
+    page.on("requestfinished", lambda request: scripts.update(
+        {request.url.split("/", 3)[3]: request.sizes()["responseBodySize"]}) if request.resource_type == "script" else None)  # fmt: skip
     page.goto(f"{dashboards}/forecast.ipynb", timeout=120_000)
     page.wait_for_function(f"() => {PLOT} && {PLOT}.data && {PLOT}.data[3].x.length == 4", timeout=120_000)
+    assert scripts[PLOTLY_JS] > 1_000_000 and page.evaluate("() => window.Plotly.version") == PLOTLY_JS_VERSION
+    assert max(scripts.values()) < 2_000_000, scripts  # not the full plotly.js (4.6 MB) of plotly's FigureWidget
     names = page.evaluate(f"() => {PLOT}.data.map(trace => trace.name)")
     assert names == ["price", "90% interval", "80% interval", "forecast", "past forecasts", "past 90% intervals"]
     assert page.evaluate(f"() => {PLOT}.layout.title.text").startswith("IBM: forecast from the close of 2013-01-31")
@@ -544,7 +551,12 @@ def test_jupyterlab_runs_a_notebook_cell_with_the_project_kernel(browser, served
         page.wait_for_selector(".jp-Notebook.jp-mod-editMode", timeout=30_000)
         page.keyboard.press("Control+a")
         page.keyboard.type("from stockops.config import load_settings\nfrom stockops.prices import PriceStore\n")
-        page.keyboard.type("PriceStore.from_settings(load_settings()).load('IBM', end='2013-01-31').tail(3)")
+        page.keyboard.type("from stockops.dashboard import Chart\n")
+        page.keyboard.type("prices = PriceStore.from_settings(load_settings()).load('IBM', end='2013-01-31')\n")
+        page.keyboard.type(
+            "display(Chart(data=[dict(type='scatter', name='IBM', x=prices['date'], y=prices['close'])]))\n"
+        )
+        page.keyboard.type("prices.tail(3)")
         assert "PriceStore.from_settings(load_settings())" in editor.inner_text()
         page.locator(".jp-NotebookPanel-toolbar [data-command='notebook:run-cell-and-select-next']").first.click()
         page.wait_for_selector(".jp-Notebook .jp-InputPrompt:has-text('[1]')", timeout=120_000)  # ran in the kernel
@@ -557,6 +569,9 @@ def test_jupyterlab_runs_a_notebook_cell_with_the_project_kernel(browser, served
             page.screenshot(path=str(shots / "jupyterlab.png"))  # what the author saw, output or not
         text = output.first.inner_text()
         assert "IBM" in text and "2013-01-29" in text and "adj_close" in text, text
+        days = len(PriceStore.from_settings(served.settings).load("IBM", end="2013-01-31"))
+        drawn = page.wait_for_function(f"() => {PLOT} && {PLOT}.data && {PLOT}.data[0].x.length", timeout=60_000)
+        assert drawn.json_value() == days > 3000  # a Chart in JupyterLab: its plotly.js on `make lab`'s JUPYTER_PATH
         page.close()
     finally:
         if lab.poll() is None:
