@@ -9,6 +9,7 @@ import html
 import json
 import logging
 import threading
+from importlib.resources import files
 from pathlib import Path
 
 import anywidget
@@ -26,15 +27,17 @@ from .serving import Snapshot, TickerView, backtest_verdict, live_verdict, load_
 _log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['PLOTLY_JS_VERSION', 'PLOTLY_JS', 'BASIC_TRACES', 'CHART_ESM', 'TRACES', 'MIN_POINTS', 'ChartView', 'Chart',
-           'fan_data', 'forecast_figure', 'update_forecast_figure', 'evidence_card', 'EventFollower', 'Burst',
-           'ForecastDashboard', 'empty_note', 'live_gap', 'live_history', 'drift_history', 'report_url',
-           'mlflow_run_url', 'promotions_table', 'runbook_links', 'MonitorDashboard', 'ProgressBanner', 'forecast_page',
-           'monitor_page']
+__all__ = ['JUPYTER_DATA', 'PLOTLY_BASIC', 'PLOTLY_JS_VERSION', 'PLOTLY_JS', 'BASIC_TRACES', 'CHART_ESM', 'TRACES', 'MIN_POINTS',
+           'ChartView', 'Chart', 'fan_data', 'forecast_figure', 'update_forecast_figure', 'evidence_card',
+           'EventFollower', 'Burst', 'ForecastDashboard', 'empty_note', 'live_gap', 'live_history', 'drift_history',
+           'report_url', 'mlflow_run_url', 'promotions_table', 'runbook_links', 'MonitorDashboard', 'ProgressBanner',
+           'forecast_page', 'monitor_page']
 
 # %% ../nbs/71_dashboard.ipynb #3c109185
+JUPYTER_DATA = Path(str(files("stockops"))) / "share" / "jupyter"  # the package's Jupyter data folder
+PLOTLY_BASIC = "voila/templates/stockops/static/plotly-basic.min.js"  # in JUPYTER_DATA, and under Voila's base URL
 PLOTLY_JS_VERSION = "2.35.2"  # the plotly.js of plotly 5.24 (plotly.offline.get_plotlyjs_version()), its basic bundle
-PLOTLY_JS = f"voila/templates/stockops/static/plotly-basic.min.js?v={PLOTLY_JS_VERSION}"  # under the server's base URL
+PLOTLY_JS = f"{PLOTLY_BASIC}?v={PLOTLY_JS_VERSION}"  # what the page asks: the browser may cache it for good
 BASIC_TRACES = {"bar", "pie", "scatter"}  # the trace types the basic bundle draws
 
 CHART_ESM = r"""

@@ -12,24 +12,32 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from .config import Settings
-from .dashboard import evidence_card, forecast_figure, update_forecast_figure
+from stockops.dashboard import (
+    JUPYTER_DATA,
+    PLOTLY_BASIC,
+    PLOTLY_JS_VERSION,
+    evidence_card,
+    forecast_figure,
+    update_forecast_figure,
+)
 from .files import utc_now, write_text_atomic
 from .serving import Snapshot, TickerView, load_snapshot
 
 # %% auto #0
-__all__ = ['STYLE', 'ticker_page', 'index_page', 'page_name', 'publish_site']
+__all__ = ['STYLE', 'PLOTLY_SCRIPT', 'ticker_page', 'index_page', 'page_name', 'publish_site']
 
 # %% ../nbs/72_publish.ipynb #6b10bd97
 STYLE = """body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}
 .stockops-card{border-left:4px solid #d35400;background:#fdf6f0;padding:.6rem 1rem;margin:.6rem 0}
 table{border-collapse:collapse}td,th{padding:.25rem .6rem;border-bottom:1px solid #ddd;text-align:right}
 td:first-child,th:first-child{text-align:left}footer{color:#666;font-size:.85rem;margin-top:2rem}"""
+PLOTLY_SCRIPT = f"plotly-basic-{PLOTLY_JS_VERSION}.min.js"  # beside the pages
 
 
 def _page(title: str, body: str, published: pd.Timestamp) -> str:
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<meta name='viewport' content='width=device-width, initial-scale=1'><style>{STYLE}</style>"
-            f"<script src='plotly.min.js'></script></head><body>{body}"
+            f"<script src='{PLOTLY_SCRIPT}'></script></head><body>{body}"
             f"<footer>Published {published.strftime('%Y-%m-%d %H:%M UTC')} by the stockops daily flow.</footer></body></html>")  # fmt: skip
 
 
@@ -77,15 +85,13 @@ def page_name(ticker: str) -> str:
 # %% ../nbs/72_publish.ipynb #f3fc504e
 def publish_site(settings: Settings, snapshot: Snapshot | None = None) -> list[Path]:
     "Write the static pages of the latest forecasts under `reports/site/`; returns the files written."
-    from plotly.offline import get_plotlyjs
-
     snapshot = snapshot or load_snapshot(settings)
     folder, published = settings.site_dir, utc_now()
     views = [view for _, view in sorted(snapshot.views.items()) if not view.latest.empty]
     written = []
-    script = folder / "plotly.min.js"
+    script = folder / PLOTLY_SCRIPT
     if not script.is_file():
-        write_text_atomic(script, get_plotlyjs(), mode=0o644)
+        write_text_atomic(script, (JUPYTER_DATA / PLOTLY_BASIC).read_text(), mode=0o644)
         written.append(script)
     for view in views:
         path = folder / page_name(view.ticker)

@@ -6,8 +6,6 @@
 from __future__ import annotations
 
 import os
-from importlib.resources import files
-from pathlib import Path
 
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
 from tornado.web import HTTPError
@@ -16,7 +14,7 @@ from traitlets import Integer
 from .config import Settings
 
 # %% auto #0
-__all__ = ['BUSY', 'REFILL_DELAY', 'JUPYTER_DATA', 'CappedKernelManager', 'busy_hook', 'voila_arguments', 'jupyter_path']
+__all__ = ['BUSY', 'REFILL_DELAY', 'CappedKernelManager', 'busy_hook', 'voila_arguments', 'jupyter_path']
 
 # %% ../nbs/73_voila.ipynb #92537679
 class CappedKernelManager(AsyncMappingKernelManager):
@@ -78,14 +76,10 @@ def voila_arguments(settings: Settings) -> list[str]:
               if pool else [])]  # fmt: skip
 
 # %% ../nbs/73_voila.ipynb #f6992f6e
-JUPYTER_DATA = (
-    Path(str(files("stockops"))) / "share" / "jupyter"
-)  # holds voila/templates/stockops/static/plotly-basic.min.js
-
-
 def jupyter_path(base: str | None = None) -> str:
-    "`JUPYTER_PATH` with `JUPYTER_DATA` first, then `base` (default: this process's `JUPYTER_PATH`)."
+    "`JUPYTER_PATH` with `stockops.dashboard.JUPYTER_DATA` first, then `base` (default: this process's `JUPYTER_PATH`)."
+    from stockops.dashboard import JUPYTER_DATA  # not at import: Voila's server needs no widgets until it serves
+
     base = os.environ.get("JUPYTER_PATH", "") if base is None else base
-    return os.pathsep.join(
-        [str(JUPYTER_DATA), *[path for path in base.split(os.pathsep) if path and path != str(JUPYTER_DATA)]]
-    )
+    kept = [path for path in base.split(os.pathsep) if path and path != str(JUPYTER_DATA)]
+    return os.pathsep.join([str(JUPYTER_DATA), *kept])
