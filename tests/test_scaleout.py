@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from stockops.dashboard import JUPYTER_DATA, PLOTLY_BASIC, PLOTLY_JS
 from stockops.harness import SAMPLE_SETTINGS, NativeStack
 
 pytestmark = pytest.mark.scaleout
@@ -169,6 +170,8 @@ def test_dashboards_through_nginx(stack):
     base = f"http://127.0.0.1:{stack.ports['nginx']}"
     status, _, body = get(f"{base}/dashboards/voila/render/forecast.ipynb")
     assert status == 200 and b"Forecasts" in body
+    status, _, script = get(f"{base}/dashboards/{PLOTLY_JS}")  # the charts' plotly.js, under the page's base URL
+    assert status == 200 and script == (JUPYTER_DATA / PLOTLY_BASIC).read_bytes()
 
 
 def test_nginx_config_is_the_deployed_one(stack):
