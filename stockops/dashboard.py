@@ -70,11 +70,11 @@ export default {
     }
     const draw = () => {
       const { data = [], layout = {} } = model.get("spec");
-      Plotly.react(div, data, layout, { responsive: true, displaylogo: false });
+      Plotly.react(div, data, layout, { displaylogo: false });
     };
     draw();
     model.on("change:spec", draw);
-    const resized = new ResizeObserver(() => div.data && Plotly.Plots.resize(div));  // drawn before it had a width
+    const resized = new ResizeObserver(() => div.data && Plotly.Plots.resize(div));  // the window's or the layout's doing
     resized.observe(el);
     return () => {
       resized.disconnect();

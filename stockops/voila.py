@@ -78,7 +78,7 @@ def voila_arguments(settings: Settings) -> list[str]:
 # %% ../nbs/73_voila.ipynb #f6992f6e
 def jupyter_path(base: str | None = None) -> str:
     "`JUPYTER_PATH` with `stockops.dashboard.JUPYTER_DATA` first, then `base` (default: this process's `JUPYTER_PATH`)."
-    from stockops.dashboard import JUPYTER_DATA  # not at import: Voila's server needs no widgets until it serves
+    from stockops.dashboard import JUPYTER_DATA  # when called: Voila's server imports this module and needs no widgets
 
     base = os.environ.get("JUPYTER_PATH", "") if base is None else base
     kept = [path for path in base.split(os.pathsep) if path and path != str(JUPYTER_DATA)]
